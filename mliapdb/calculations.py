@@ -1,0 +1,199 @@
+"""Run one model over stored materials: single point on the DFT structure + relaxation, one
+row per (material, model, settings), each committed on its own so a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+
+from mliapdb.db import insert_rows, now, transaction
+from mliapdb.errors import MliapdbError
+from mliapdb.ingest import Progress, _no_progress
+from mliapdb.tables import Calculation, ModelRow
+
+
+@dataclass(frozen=True)
+class Target:
+    """A stored material to calculate."""
+
+    dataset: str
+    material_id: str
+    formula: str
+    nsites: int
+    structure: str  # JSON
+
+
+@dataclass
+class RunReport:
+    model: str
+    settings_hash: str
+    n_selected: int = 0
+    n_skipped: int = 0
+    status_counts: dict[str, int] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+
+def select_targets(
+    con: duckdb.DuckDBPyConnection,
+    dataset: str | None = None,
+    chemsys: str | None = None,
+    material_ids: Sequence[str] = (),
+    max_sites: int | None = None,
+    limit: int | None = None,
+) -> list[Target]:
+    """Materials with an accepted DFT entry, smallest cells first (then by id).
+
+    ``chemsys`` ("Mn-O-Y") selects every material whose elements are a subset of it, i.e.
+    the whole chemical system with its subsystems, so that its hull is complete.
+    """
+    where = ["e.compat_status = 'ok'"]
+    params: list = []
+    if dataset:
+        where.append("m.dataset = ?")
+        params.append(dataset)
+    if chemsys:
+        elements = sorted({el.strip() for el in chemsys.split("-") if el.strip()})
+        if not elements:
+            raise MliapdbError(f"bad --chemsys {chemsys!r} - write it like Mn-O-Y")
+        where.append("list_has_all(?, string_split(m.chemsys, '-'))")
+        params.append(elements)
+    if material_ids:
+        where.append("m.material_id IN (SELECT unnest(?))")
+        params.append(list(material_ids))
+    if max_sites:
+        where.append("m.nsites <= ?")
+        params.append(max_sites)
+    sql = (
+        "SELECT m.dataset, m.material_id, m.formula, m.nsites, m.structure FROM mp_materials m "
+        "JOIN dft_entries e USING (dataset, material_id) WHERE " + " AND ".join(where) +
+        " ORDER BY m.nsites, m.material_id, m.dataset"
+    )
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    rows = [Target(*r) for r in con.execute(sql, params).fetchall()]
+    if material_ids:
+        missing = sorted(set(material_ids) - {t.material_id for t in rows})
+        if missing:
+            raise MliapdbError(
+                f"material id(s) not in the database: {', '.join(missing)} - "
+                "ingest their entries first ('mliapdb ingest entries FILE')"
+            )
+    return rows
+
+
+def register_model(con: duckdb.DuckDBPyConnection, spec, calculator) -> None:
+    """Insert or refresh the ``models`` row of ``spec`` (checkpoint sha256, packages)."""
+    info = getattr(calculator, "mliapdb_info", {})
+    row = ModelRow(
+        name=spec.name,
+        family=spec.family,
+        version=spec.version,
+        checkpoint=str(info.get("checkpoint", spec.checkpoint)),
+        checkpoint_sha256=info.get("checkpoint_sha256", spec.checkpoint_sha256),
+        training_set=spec.training_set,
+        functional=spec.functional,
+        energy_convention=spec.energy_convention,
+        package_versions=json.dumps(info.get("packages", {}), sort_keys=True),
+        license=spec.license,
+        citation=spec.citation,
+        registered_at=now(),
+    ).model_dump()
+    with transaction(con):
+        con.execute("DELETE FROM models WHERE name = ?", [spec.name]).fetchall()
+        insert_rows(con, "models", [row])
+
+
+def done_keys(con, model: str, settings_hash: str, retry_failed: bool) -> set[tuple[str, str]]:
+    statuses = ("ok", "not_converged") if retry_failed else ("ok", "not_converged", "failed")
+    rows = con.execute(
+        "SELECT dataset, material_id FROM calculations WHERE model = ? AND settings_hash = ? "
+        "AND status IN (SELECT unnest(?))",
+        [model, settings_hash, list(statuses)],
+    ).fetchall()
+    return {(r[0], r[1]) for r in rows}
+
+
+def calculation_row(target: Target, model: str, result, device: str) -> dict:
+    """A ``calculations`` row from a :class:`mliapdb.relax.RelaxResult`."""
+    relaxed = result.relaxed_structure
+    return Calculation(
+        dataset=target.dataset,
+        material_id=target.material_id,
+        model=model,
+        settings_hash=result.settings_hash,
+        settings=json.dumps(result.settings, sort_keys=True),
+        status=result.status,
+        error=result.error,
+        n_atoms=result.n_atoms,
+        energy_single_point=result.energy_single_point,
+        energy_relaxed=result.energy_relaxed,
+        n_steps=result.n_steps,
+        converged=bool(result.converged),
+        max_force=result.max_force,
+        stress=json.dumps(result.stress) if result.stress is not None else None,
+        relaxed_structure=json.dumps(relaxed.as_dict()) if relaxed is not None else None,
+        spacegroup_after=result.spacegroup_after,
+        wall_time_s=result.wall_time_s,
+        device=result.device or device,
+        created_at=now(),
+    ).model_dump()
+
+
+def run_calculations(
+    con: duckdb.DuckDBPyConnection,
+    model: str,
+    targets: Sequence[Target],
+    device: str = "cpu",
+    checkpoint: str | None = None,
+    settings_overrides: dict | None = None,
+    retry_failed: bool = False,
+    progress: Progress = _no_progress,
+) -> RunReport:
+    """Single point + relaxation of each target not done yet with this model and settings.
+
+    Model failures and unconverged relaxations are stored with their reason (status
+    ``failed`` / ``not_converged``) and the run goes on. Each row commits on its own.
+    """
+    import time
+
+    from pymatgen.core import Structure
+
+    from mliapdb.models.registry import UnknownModelError, get_model_spec, make_calculator
+    from mliapdb.relax import relax_structure
+
+    try:
+        spec = get_model_spec(model)
+    except UnknownModelError as exc:
+        raise MliapdbError(str(exc)) from exc
+    try:
+        settings = spec.relax_settings(**(settings_overrides or {}))
+    except ValueError as exc:
+        raise MliapdbError(f"model {model}: bad relaxation settings: {exc}") from exc
+    shash = settings.settings_hash()
+    report = RunReport(model=model, settings_hash=shash, n_selected=len(targets))
+    done = done_keys(con, model, shash, retry_failed)
+    todo = [t for t in targets if (t.dataset, t.material_id) not in done]
+    report.n_skipped = len(targets) - len(todo)
+    if not todo:
+        return report
+    start = time.perf_counter()
+    calculator = make_calculator(spec, device=device, checkpoint=checkpoint)
+    register_model(con, spec, calculator)
+    for target in progress(todo, len(todo), f"{model}"):
+        structure = Structure.from_dict(json.loads(target.structure))
+        result = relax_structure(structure, calculator, settings)
+        row = calculation_row(target, model, result, device)
+        with transaction(con):
+            con.execute(
+                "DELETE FROM calculations WHERE dataset = ? AND material_id = ? AND model = ? "
+                "AND settings_hash = ?",
+                [target.dataset, target.material_id, model, row["settings_hash"]],
+            ).fetchall()
+            insert_rows(con, "calculations", [row])
+        report.status_counts[result.status] = report.status_counts.get(result.status, 0) + 1
+    report.wall_time_s = time.perf_counter() - start
+    return report

@@ -1,0 +1,1 @@
+"""The ``mliapdb`` command line: one module per command group."""

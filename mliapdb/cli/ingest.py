@@ -1,0 +1,144 @@
+"""``mliapdb ingest entries|relax``: load MP entries, run MLIAP relaxations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mliapdb.cli.main import db_option, resolve_db
+from mliapdb.cli.output import status
+from mliapdb.cli.progress import progress_bar
+from mliapdb.config import DEFAULT_SYMPREC
+
+
+@click.group()
+def ingest() -> None:
+    """Load MP entries and run MLIAP calculations into the database."""
+
+
+@ingest.command("entries")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--dataset",
+    default="mp",
+    show_default=True,
+    help="Dataset (one MP snapshot) the entries belong to; hulls are built per dataset.",
+)
+@click.option(
+    "--symprec",
+    "symprecs",
+    multiple=True,
+    type=float,
+    default=(DEFAULT_SYMPREC,),
+    show_default=True,
+    help="Symmetry tolerance(s) in Angstrom; repeat to store analyses at several.",
+)
+@click.option(
+    "--symmetry-method",
+    type=click.Choice(["moyopy", "spglib"]),
+    default="moyopy",
+    show_default=True,
+    help="Library used for the symmetry analysis.",
+)
+@db_option
+@click.pass_context
+def entries(ctx, paths, dataset, symprecs, symmetry_method, db_path) -> None:
+    """Ingest pymatgen ComputedStructureEntry JSON files (plain or .gz).
+
+    Re-applies MP2020 corrections to the raw energies, analyses Wyckoff symmetry and DOF and
+    rebuilds the dataset's DFT hull, all in one transaction: a bad file or entry leaves the
+    database as it was. Re-ingesting the same data changes nothing.
+    """
+    from mliapdb import db
+    from mliapdb.ingest import ingest_entry_files
+
+    path = resolve_db(ctx, db_path)
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        from mliapdb.config import DATA_ENV
+        from mliapdb.errors import MliapdbError
+
+        raise MliapdbError(
+            f"no such file: {missing[0]} - MP entry files are in ../shared/data/mp/ beside the "
+            f"repository, or where ${DATA_ENV} points"
+        )
+    con = db.connect(path, create=True)
+    try:
+        report = ingest_entry_files(
+            con, paths, dataset=dataset, symprecs=symprecs, method=symmetry_method,
+            progress=progress_bar,
+        )
+    finally:
+        con.close()
+    for file, mid, reason in report.rejected:
+        status(f"rejected by MP2020 compatibility: {file}: {mid}: {reason}")
+    status(
+        f"{path}: read {report.n_read} entries from {len(paths)} file(s) into dataset "
+        f"'{dataset}': {report.n_new} new, {report.n_unchanged} unchanged, "
+        f"{len(report.rejected)} rejected by MP2020; {report.n_symmetry} symmetry analyses "
+        f"(symprec {', '.join(map(str, symprecs))}, {symmetry_method}); "
+        + (f"DFT hull rebuilt ({report.n_hull} entries)" if report.n_new else "hull unchanged")
+    )
+
+
+@ingest.command("relax")
+@click.option("--model", required=True, help="Model name (see 'mliapdb models').")
+@click.option("--dataset", default=None, help="Only materials of this dataset.")
+@click.option(
+    "--chemsys",
+    default=None,
+    help="Only materials whose elements are within this system, e.g. Mn-O-Y.",
+)
+@click.option("--material-id", "material_ids", multiple=True, help="Only these MP ids.")
+@click.option("--max-sites", type=int, default=None, help="Skip cells with more sites.")
+@click.option(
+    "--limit", type=int, default=None, help="At most N materials (smallest cells first)."
+)
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda.")
+@click.option(
+    "--checkpoint", default=None, help="Checkpoint file instead of the model's own one."
+)
+@click.option("--fmax", type=float, default=None, help="Force criterion, eV/A (model default).")
+@click.option("--max-steps", type=int, default=None, help="Step limit (model default).")
+@click.option(
+    "--retry-failed", is_flag=True, help="Run again the materials whose calculation failed."
+)
+@db_option
+@click.pass_context
+def relax(
+    ctx, model, dataset, chemsys, material_ids, max_sites, limit, device, checkpoint, fmax,
+    max_steps, retry_failed, db_path,
+) -> None:
+    """Single point on the DFT structure and relaxation (ASE FIRE + FrechetCellFilter) with
+    one MLIAP, for each selected material not done yet with these settings.
+
+    Failures and unconverged relaxations are stored with their reason; each result commits
+    on its own, so an interrupted run resumes where it stopped.
+    """
+    from mliapdb import db
+    from mliapdb.calculations import run_calculations, select_targets
+
+    overrides = {}
+    if fmax is not None:
+        overrides["fmax"] = fmax
+    if max_steps is not None:
+        overrides["max_steps"] = max_steps
+    path = resolve_db(ctx, db_path)
+    con = db.connect(path)
+    try:
+        targets = select_targets(
+            con, dataset=dataset, chemsys=chemsys, material_ids=material_ids,
+            max_sites=max_sites, limit=limit,
+        )
+        report = run_calculations(
+            con, model, targets, device=device, checkpoint=checkpoint,
+            settings_overrides=overrides, retry_failed=retry_failed, progress=progress_bar,
+        )
+    finally:
+        con.close()
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(report.status_counts.items())) or "none run"
+    status(
+        f"{path}: {model} (settings {report.settings_hash}): {report.n_selected} selected, "
+        f"{report.n_skipped} already done, {counts} ({report.wall_time_s:.1f} s)"
+    )

@@ -1,0 +1,69 @@
+"""Entry point: ``mliapdb [--db PATH] COMMAND``. Errors become one ``Error: ...`` line on
+stderr and exit status 1."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mliapdb import __version__
+from mliapdb.config import DEFAULT_DB
+from mliapdb.errors import MliapdbError
+
+
+class MliapdbGroup(click.Group):
+    """A click group that turns :class:`MliapdbError` into a one-line error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MliapdbError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+
+def db_option(func):
+    """``--db PATH`` on a command (overrides the group's ``--db``)."""
+    return click.option(
+        "--db",
+        "db_path",
+        default=None,
+        metavar="PATH",
+        help="Database file (overrides the global --db).",
+    )(func)
+
+
+def resolve_db(ctx: click.Context, db_path: str | None) -> str:
+    """The command's ``--db``, else the group's ``--db`` (default ``mliapdb.duckdb``)."""
+    return db_path or ctx.find_root().params.get("db") or DEFAULT_DB
+
+
+@click.group(cls=MliapdbGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    default=DEFAULT_DB,
+    show_default=True,
+    envvar="MLIAPDB_DB",
+    metavar="PATH",
+    help="DuckDB database file (env MLIAPDB_DB).",
+)
+@click.version_option(__version__, prog_name="mliapdb")
+def cli(db: str) -> None:
+    """mliapdb: MP entries, Wyckoff symmetry and MLIAP energies in one DuckDB file, with SQL
+    views that measure how well MLIAPs reproduce DFT stability."""
+
+
+def _register() -> None:
+    from mliapdb.cli import ingest, models, query, sql
+
+    cli.add_command(ingest.ingest)
+    cli.add_command(query.query)
+    cli.add_command(sql.sql)
+    cli.add_command(models.models)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

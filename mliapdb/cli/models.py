@@ -1,0 +1,44 @@
+"""``mliapdb models``: the model registry and whether each model can run here."""
+
+from __future__ import annotations
+
+import click
+
+from mliapdb.cli.output import emit, format_option
+
+
+def availability(spec) -> tuple[bool, str]:
+    """(ready, reason): the package imports (metadata only) and the checkpoint is present."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from mliapdb.models.registry import resolve_checkpoint
+
+    try:
+        version(spec.package)
+    except PackageNotFoundError:
+        return False, f"package '{spec.package}' is not installed"
+    try:
+        resolve_checkpoint(spec)
+    except Exception as exc:  # missing file, unreadable path
+        return False, str(exc).splitlines()[0]
+    return True, "ready"
+
+
+@click.command()
+@format_option
+def models(fmt) -> None:
+    """List the registered models, their energy convention and whether they can run here."""
+    from mliapdb.models.registry import load_model_specs
+
+    rows = []
+    for name, spec in sorted(load_model_specs().items()):
+        ready, reason = availability(spec)
+        rows.append(
+            (name, spec.family, spec.version, spec.training_set, spec.functional,
+             spec.energy_convention, "yes" if ready else "no", reason)
+        )
+    emit(
+        ["name", "family", "version", "training_set", "functional", "energy_convention",
+         "ready", "why"],
+        rows, fmt,
+    )

@@ -1,0 +1,52 @@
+"""``mliapdb query ...``: the study's statistics, computed by SQL over the views."""
+
+from __future__ import annotations
+
+import click
+
+from mliapdb.cli.main import db_option, resolve_db
+from mliapdb.cli.output import emit, format_option, status
+from mliapdb.queries import GROUPINGS
+
+
+@click.group()
+def query() -> None:
+    """Statistics of model vs DFT stability, computed by SQL."""
+
+
+@query.command("ehull-mae")
+@click.option(
+    "--by",
+    type=click.Choice(list(GROUPINGS)),
+    default="dof",
+    show_default=True,
+    help="Group materials by this property (always also by model).",
+)
+@click.option("--model", default=None, help="Only this model.")
+@click.option("--dataset", default=None, help="Only this dataset.")
+@click.option("--settings", "settings_hash", default=None, help="Only this settings hash.")
+@click.option(
+    "--symprec", type=float, default=None, help="Symmetry tolerance (default: the database's)."
+)
+@click.option(
+    "--symmetry-method", type=click.Choice(["moyopy", "spglib"]), default=None,
+    help="Symmetry library (default: the database's).",
+)
+@format_option
+@db_option
+@click.pass_context
+def ehull_mae(ctx, by, model, dataset, settings_hash, symprec, symmetry_method, fmt, db_path):
+    """Count, MAE, mean signed error (meV/atom) and fraction underpredicted of Ehull."""
+    from mliapdb import db
+    from mliapdb.queries import ehull_mae as run
+
+    con = db.connect(resolve_db(ctx, db_path), read_only=True)
+    try:
+        result = run(
+            con, by=by, model=model, dataset=dataset, settings_hash=settings_hash,
+            symprec=symprec, symmetry_method=symmetry_method,
+        )
+    finally:
+        con.close()
+    status(result.description)
+    emit(result.columns, result.rows, fmt)

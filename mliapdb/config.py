@@ -1,0 +1,26 @@
+"""Paths and defaults shared by every command (no work at import time)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_DB = "mliapdb.duckdb"
+"""Database file used when ``--db`` is not given (in the working directory)."""
+
+DEFAULT_SYMPREC = 0.1
+"""Symmetry tolerance (Angstrom) of the analysis that queries use unless told otherwise."""
+
+DATA_ENV = "MLIAPDB_DATA"
+"""Environment variable naming the folder with MP data (``mp/*.json.gz``, ``compositions/``)."""
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_DIR = REPO_ROOT / "schema"
+
+
+def shared_data_dir() -> Path:
+    """Folder with the shared MP data: ``$MLIAPDB_DATA`` or ``../shared/data`` beside the repo."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    return REPO_ROOT.parent / "shared" / "data"

@@ -1,0 +1,37 @@
+"""Model metadata (``<name>.toml`` files in this folder) and the lazy calculator registry.
+
+Importing this package does not import torch or any model package.
+"""
+
+from mliapdb.models import factories as _factories  # noqa: F401  (registers built-in families)
+from mliapdb.models.registry import (
+    ENERGY_CONVENTIONS,
+    MODELS_DIR,
+    CheckpointError,
+    ModelSpec,
+    ModelSpecError,
+    UnknownModelError,
+    checkpoint_sha256,
+    get_model_spec,
+    load_model_specs,
+    make_calculator,
+    package_versions,
+    register_factory,
+    resolve_checkpoint,
+)
+
+__all__ = [
+    "ENERGY_CONVENTIONS",
+    "MODELS_DIR",
+    "CheckpointError",
+    "ModelSpec",
+    "ModelSpecError",
+    "UnknownModelError",
+    "checkpoint_sha256",
+    "get_model_spec",
+    "load_model_specs",
+    "make_calculator",
+    "package_versions",
+    "register_factory",
+    "resolve_checkpoint",
+]

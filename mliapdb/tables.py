@@ -1,0 +1,159 @@
+"""SQLModel classes for the tables of ``schema/migrations`` (the SQL files are the source of
+truth; ``tests/test_db.py`` checks that these classes match the migrated database).
+
+Energies are eV per cell; JSON columns hold JSON text.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+
+class SourceFile(SQLModel, table=True):
+    __tablename__ = "source_files"
+    sha256: str = Field(primary_key=True)
+    path: str
+    dataset: str
+    n_entries: int
+    ingested_at: datetime
+
+
+class MpMaterial(SQLModel, table=True):
+    """A Materials Project material of a dataset, with its DFT-relaxed structure."""
+
+    __tablename__ = "mp_materials"
+    dataset: str = Field(primary_key=True)
+    material_id: str = Field(primary_key=True)
+    formula: str
+    formula_full: str
+    chemsys: str
+    nelements: int
+    nsites: int
+    composition: str  # JSON {element: amount}
+    structure: str  # JSON, pymatgen Structure.as_dict()
+    fingerprint: str  # sha256 of raw energy + structure, to detect conflicting re-ingests
+
+
+class DftEntry(SQLModel, table=True):
+    """DFT energies of a material (eV per cell): raw, MP2020 correction, corrected."""
+
+    __tablename__ = "dft_entries"
+    dataset: str = Field(primary_key=True)
+    material_id: str = Field(primary_key=True)
+    entry_id: str | None = None
+    task_id: str | None = None
+    n_atoms: int
+    energy_raw: float
+    correction_mp2020: float | None = None
+    energy_corrected: float | None = None
+    correction_in_source: float | None = None
+    compat_status: str  # "ok" or "rejected"
+    compat_message: str | None = None
+    run_type: str | None = None
+    is_hubbard: bool | None = None
+    hubbards: str | None = None  # JSON
+    potcar_spec: str | None = None  # JSON
+    oxide_type: str | None = None
+    mp_last_updated: str | None = None
+    source_file: str
+    source_sha256: str
+
+
+class SymmetryAnalysisRow(SQLModel, table=True):
+    __tablename__ = "symmetry_analyses"
+    dataset: str = Field(primary_key=True)
+    material_id: str = Field(primary_key=True)
+    symprec: float = Field(primary_key=True)
+    method: str = Field(primary_key=True)
+    angle_tolerance: float | None = None
+    library_version: str
+    spacegroup_number: int
+    spacegroup_symbol: str
+    crystal_system: str
+    pearson_symbol: str
+    protostructure_label: str
+    lattice_dof: int
+    wyckoff_dof: int
+    dof: int
+
+
+class WyckoffOrbitRow(SQLModel, table=True):
+    __tablename__ = "wyckoff_orbits"
+    dataset: str = Field(primary_key=True)
+    material_id: str = Field(primary_key=True)
+    symprec: float = Field(primary_key=True)
+    method: str = Field(primary_key=True)
+    orbit_index: int = Field(primary_key=True)
+    element: str
+    wyckoff_letter: str
+    multiplicity: int
+    site_symmetry: str
+    n_free: int
+
+
+class DftHullRow(SQLModel, table=True):
+    """Formation energy and energy above hull (eV/atom), MP2020-corrected."""
+
+    __tablename__ = "dft_hull"
+    dataset: str = Field(primary_key=True)
+    material_id: str = Field(primary_key=True)
+    e_per_atom: float
+    e_ref_per_atom: float | None = None
+    e_form_per_atom: float | None = None
+    e_above_hull: float | None = None
+    computed_at: datetime
+
+
+class ModelRow(SQLModel, table=True):
+    __tablename__ = "models"
+    name: str = Field(primary_key=True)
+    family: str
+    version: str
+    checkpoint: str
+    checkpoint_sha256: str | None = None
+    training_set: str | None = None
+    functional: str | None = None
+    energy_convention: str  # "raw" or "mp2020_corrected"
+    package_versions: str | None = None  # JSON
+    license: str | None = None
+    citation: str | None = None
+    registered_at: datetime
+
+
+class Calculation(SQLModel, table=True):
+    """One model's single point on the DFT structure and relaxation (raw model eV per cell)."""
+
+    __tablename__ = "calculations"
+    dataset: str = Field(primary_key=True)
+    material_id: str = Field(primary_key=True)
+    model: str = Field(primary_key=True)
+    settings_hash: str = Field(primary_key=True)
+    settings: str  # JSON
+    status: str  # "ok" | "not_converged" | "failed"
+    error: str | None = None
+    n_atoms: int
+    energy_single_point: float | None = None
+    energy_relaxed: float | None = None
+    n_steps: int | None = None
+    converged: bool
+    max_force: float | None = None
+    stress: str | None = None  # JSON, Voigt, eV/A^3
+    relaxed_structure: str | None = None  # JSON
+    spacegroup_after: int | None = None
+    wall_time_s: float | None = None
+    device: str | None = None
+    created_at: datetime
+
+
+ALL_TABLES: tuple[type[SQLModel], ...] = (
+    SourceFile,
+    MpMaterial,
+    DftEntry,
+    SymmetryAnalysisRow,
+    WyckoffOrbitRow,
+    DftHullRow,
+    ModelRow,
+    Calculation,
+)

@@ -1,0 +1,58 @@
+-- Staging views: one source table each, per-atom units, defaults resolved.
+-- No catalog-qualified names, so these work in an ATTACHed snapshot.
+
+CREATE OR REPLACE VIEW stg_defaults AS
+SELECT
+    (SELECT CAST(value AS DOUBLE) FROM db_settings WHERE key = 'default_symprec') AS symprec,
+    (SELECT value FROM db_settings WHERE key = 'default_symmetry_method') AS method;
+
+-- DFT entries accepted by MP2020 compatibility, energies in eV/atom (MP2020-corrected).
+CREATE OR REPLACE VIEW stg_dft_entries AS
+SELECT
+    e.dataset,
+    e.material_id,
+    e.n_atoms,
+    e.energy_raw / e.n_atoms AS e_raw_per_atom,
+    e.correction_mp2020 / e.n_atoms AS correction_per_atom,
+    e.energy_corrected / e.n_atoms AS e_per_atom,
+    e.run_type
+FROM dft_entries AS e
+WHERE e.compat_status = 'ok';
+
+-- Every symmetry analysis (all tolerances and methods).
+CREATE OR REPLACE VIEW stg_symmetry AS
+SELECT
+    s.dataset, s.material_id, s.symprec, s.method AS symmetry_method,
+    s.spacegroup_number, s.spacegroup_symbol, s.crystal_system, s.pearson_symbol,
+    s.protostructure_label, s.lattice_dof, s.wyckoff_dof, s.dof
+FROM symmetry_analyses AS s;
+
+-- Model energies in eV/atom on the MP2020-corrected footing: a model trained on raw
+-- GGA/GGA+U energies gets the MP2020 correction of the DFT entry's own run; a model trained
+-- on corrected energies gets none.
+CREATE OR REPLACE VIEW stg_model_energies AS
+SELECT
+    c.dataset,
+    c.material_id,
+    c.model,
+    c.settings_hash,
+    c.status,
+    c.converged,
+    m.energy_convention,
+    CASE m.energy_convention WHEN 'raw' THEN d.correction_per_atom ELSE 0.0 END
+        AS correction_per_atom,
+    c.energy_single_point / c.n_atoms
+        + CASE m.energy_convention WHEN 'raw' THEN d.correction_per_atom ELSE 0.0 END
+        AS e_per_atom_single_point,
+    CASE WHEN c.status = 'ok' THEN
+        c.energy_relaxed / c.n_atoms
+        + CASE m.energy_convention WHEN 'raw' THEN d.correction_per_atom ELSE 0.0 END
+    END AS e_per_atom_relaxed,
+    c.n_steps,
+    c.max_force,
+    c.spacegroup_after,
+    c.wall_time_s
+FROM calculations AS c
+JOIN models AS m ON m.name = c.model
+JOIN stg_dft_entries AS d ON d.dataset = c.dataset AND d.material_id = c.material_id
+WHERE c.status IN ('ok', 'not_converged');

@@ -1,0 +1,123 @@
+"""Schema: migrations applied once each in a transaction, views re-applied, newer schema
+refused, SQLModel classes and docs/schema.md matching the migrated database."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+import mliapdb.db as db
+from mliapdb.cli.main import cli
+from mliapdb.config import REPO_ROOT, SCHEMA_DIR
+from mliapdb.errors import MliapdbError
+from mliapdb.tables import ALL_TABLES
+
+
+def test_fresh_database_is_migrated_once(tmp_path: Path) -> None:
+    path = tmp_path / "x.duckdb"
+    con = db.connect(path, create=True)
+    assert db.db_schema_version(con) == db.code_schema_version() >= 1
+    assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(
+        db.migrations()
+    )
+    assert db.migrate(con) == []  # nothing pending the second time
+    con.close()
+    with db.connect(path) as again:
+        assert again.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(
+            db.migrations()
+        )
+
+
+def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(MliapdbError, match=r"no database at .*nope.duckdb - run 'mliapdb"):
+        db.connect(tmp_path / "nope.duckdb", read_only=True)
+
+
+def test_failing_migration_rolls_back(tmp_path: Path, monkeypatch) -> None:
+    schema = tmp_path / "schema"
+    shutil.copytree(SCHEMA_DIR, schema)
+    n = len(db.migrations())
+    (schema / "migrations" / f"{n + 1:04d}_broken.sql").write_text(
+        "CREATE TABLE half_done (x INTEGER);\nTHIS IS NOT SQL;\n"
+    )
+    monkeypatch.setattr(db, "SCHEMA_DIR", schema)
+    path = tmp_path / "x.duckdb"
+    with pytest.raises(duckdb.Error):
+        db.connect(path, create=True)
+    con = duckdb.connect(str(path))
+    assert db.db_schema_version(con) == n
+    tables = {
+        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    }
+    assert "half_done" not in tables
+    con.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.duckdb"
+    db.connect(path, create=True).close()
+    with duckdb.connect(str(path)) as con:
+        con.execute("INSERT INTO schema_migrations VALUES (99, 'future', now())")
+    result = CliRunner().invoke(cli, ["--db", str(path), "sql", "SELECT 1"])
+    assert result.exit_code == 1
+    from mliapdb import __version__
+
+    known = db.code_schema_version()
+    assert result.stderr == (
+        f"Error: {path} has schema version 99 but this mliapdb ({__version__}) understands "
+        f"up to {known} - upgrade mliapdb to open it\n"
+    )
+    with pytest.raises(MliapdbError, match="schema version 99"):
+        db.connect(path)
+
+
+def _db_columns(con) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "ORDER BY table_name, ordinal_position"
+    ).fetchall():
+        out.setdefault(table, []).append(column)
+    return out
+
+
+def test_sqlmodel_classes_match_migrated_tables(tmp_path: Path) -> None:
+    con = db.connect(tmp_path / "x.duckdb", create=True)
+    columns = _db_columns(con)
+    for model in ALL_TABLES:
+        table = model.__tablename__
+        assert [c.name for c in model.__table__.columns] == columns[table], table
+        pk = con.execute(
+            "SELECT constraint_column_names FROM duckdb_constraints() "
+            "WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
+            [table],
+        ).fetchone()[0]
+        assert [c.name for c in model.__table__.primary_key.columns] == list(pk), table
+    con.close()
+
+
+def test_schema_docs_cover_every_table_view_and_column(tmp_path: Path) -> None:
+    con = db.connect(tmp_path / "x.duckdb", create=True)
+    columns = _db_columns(con)
+    con.close()
+    text = (REPO_ROOT / "docs" / "schema.md").read_text()
+    sections = dict(re.findall(r"^### (\w+)\n(.*?)(?=^##|\Z)", text, re.M | re.S))
+    assert set(sections) == set(columns)
+    for name, cols in columns.items():
+        same = re.match(r"`(\w+)` .*\(same columns\)", sections[name])
+        if same:
+            assert columns[same.group(1)] == cols, name
+            continue
+        for col in cols:
+            assert f"`{col}`" in sections[name], f"docs/schema.md: {name}.{col} undocumented"
+
+
+def test_views_have_no_catalog_qualified_names() -> None:
+    for path in db.view_files():
+        sql = path.read_text()
+        assert not re.search(r"\b(main|memory|system|temp)\.\w", sql), path.name
