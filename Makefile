@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= $(if $(MLIAPDB_DATA),$(MLIAPDB_DATA),../shared/data)
 DEMO_DB ?= demo/mliapdb.duckdb
-DEMO_N ?= 12
+DEMO_N ?= 16
 
 .PHONY: install demo test lint bench bench-hull docs docs-check clean
 
@@ -27,7 +27,8 @@ demo: install
 	       "'make demo DATA=/path/to/data'" >&2; exit 2; }
 	mkdir -p $(dir $(DEMO_DB))
 	$(BIN)/mliapdb --db $(DEMO_DB) ingest entries $(DATA)/mp/Mn_O_Y_entries.json.gz
-	$(BIN)/mliapdb --db $(DEMO_DB) ingest relax --model chgnet-0.3.0 --chemsys Mn-O-Y --limit $(DEMO_N)
+	$(BIN)/mliapdb --db $(DEMO_DB) ingest relax --model chgnet-0.3.0 --chemsys Mn-O-Y \
+	  --min-nelements 2 --max-sites 12 --limit $(DEMO_N)
 	$(BIN)/mliapdb --db $(DEMO_DB) query ehull-mae --by dof
 
 test: install

@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="shared data folder")
     parser.add_argument("--limit", type=int, default=None, help="first N compositions only")
     parser.add_argument("--repeat", type=int, default=3, help="compute_hull runs (median)")
+    parser.add_argument("--show", type=int, default=5, help="list the N largest differences")
     args = parser.parse_args(argv)
     data = args.data or shared_data_dir()
     warnings.filterwarnings("ignore")
@@ -135,6 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
     print(f"machine: {machine()}")
     print(f"load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    diff = np.abs(np.nan_to_num(result.e_above_hull, nan=np.inf) - np.nan_to_num(ref_hull))
+    worst = [i for i in np.argsort(-diff)[: args.show] if diff[i] > 1e-9]
+    if worst:
+        print("largest e_above_hull differences (eV/atom):")
+        for i in worst:
+            print(
+                f"  {comps[i].reduced_formula}: compute_hull {result.e_above_hull[i]:.9f}, "
+                f"pymatgen {ref_hull[i]:.9f} (e_form {result.e_form_per_atom[i]:.6f})"
+            )
     ok = d_hull <= TOL and d_form <= TOL and nan_hull == 0 and nan_form == 0
     print("OK" if ok else f"FAIL: results differ from pymatgen by more than {TOL} eV/atom")
     return 0 if ok else 1

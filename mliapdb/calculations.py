@@ -4,8 +4,9 @@ row per (material, model, settings), each committed on its own so a killed run r
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 
@@ -43,6 +44,7 @@ def select_targets(
     material_ids: Sequence[str] = (),
     max_sites: int | None = None,
     limit: int | None = None,
+    min_nelements: int | None = None,
 ) -> list[Target]:
     """Materials with an accepted DFT entry, smallest cells first (then by id).
 
@@ -66,6 +68,9 @@ def select_targets(
     if max_sites:
         where.append("m.nsites <= ?")
         params.append(max_sites)
+    if min_nelements:
+        where.append("m.nelements >= ?")
+        params.append(min_nelements)
     sql = (
         "SELECT m.dataset, m.material_id, m.formula, m.nsites, m.structure FROM mp_materials m "
         "JOIN dft_entries e USING (dataset, material_id) WHERE " + " AND ".join(where) +
@@ -152,11 +157,13 @@ def run_calculations(
     settings_overrides: dict | None = None,
     retry_failed: bool = False,
     progress: Progress = _no_progress,
+    on_result: Callable[[Target, Any], None] | None = None,
 ) -> RunReport:
     """Single point + relaxation of each target not done yet with this model and settings.
 
     Model failures and unconverged relaxations are stored with their reason (status
-    ``failed`` / ``not_converged``) and the run goes on. Each row commits on its own.
+    ``failed`` / ``not_converged``) and the run goes on. Each row commits on its own;
+    ``on_result(target, result)`` is called after each commit.
     """
     import time
 
@@ -195,5 +202,7 @@ def run_calculations(
             ).fetchall()
             insert_rows(con, "calculations", [row])
         report.status_counts[result.status] = report.status_counts.get(result.status, 0) + 1
+        if on_result is not None:
+            on_result(target, result)
     report.wall_time_s = time.perf_counter() - start
     return report

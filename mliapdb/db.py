@@ -8,6 +8,7 @@ newer than this code is refused.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -106,12 +107,28 @@ def migrate(con: duckdb.DuckDBPyConnection, label: str = "database") -> list[int
     return applied
 
 
+def views_sha256() -> str:
+    """sha256 of this code's view definitions (stored in ``db_settings.views_sha256``)."""
+    h = hashlib.sha256()
+    for path in view_files():
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def stored_views_sha256(con: duckdb.DuckDBPyConnection) -> str | None:
+    row = con.execute("SELECT value FROM db_settings WHERE key = 'views_sha256'").fetchall()
+    return row[0][0] if row else None
+
+
 def apply_views(con: duckdb.DuckDBPyConnection) -> None:
     """Re-create every view from ``schema/views`` (idempotent) in one transaction."""
     con.begin()
     try:
         for path in view_files():
             con.execute(path.read_text())
+        con.execute(
+            "INSERT OR REPLACE INTO db_settings VALUES ('views_sha256', ?)", [views_sha256()]
+        )
         con.commit()
     except Exception:
         con.rollback()
@@ -130,16 +147,21 @@ def connect(path: str | Path, read_only: bool = False, create: bool = False):
             f"no database at {path} - run 'mliapdb --db {path} ingest entries FILE...' "
             "to create one, or pass --db"
         )
-    if read_only:
-        if path.exists():
-            _ensure_current(path)
-        con = duckdb.connect(str(path), read_only=True)
-        _check_not_newer(con, str(path))
-        return con
     try:
+        if read_only:
+            _ensure_current(path)
+            con = duckdb.connect(str(path), read_only=True)
+            _check_not_newer(con, str(path))
+            return con
         con = duckdb.connect(str(path))
     except duckdb.IOException as exc:
-        raise MliapdbError(f"cannot open {path} for writing: {exc}") from exc
+        first = str(exc).splitlines()[0]
+        if "lock" in first.lower():
+            raise MliapdbError(
+                f"{path} is in use by another process (a running 'mliapdb ingest'?) - wait for "
+                "it to finish, or query a copy of the file"
+            ) from exc
+        raise MliapdbError(f"cannot open {path}: {first}") from exc
     try:
         migrate(con, str(path))
     except Exception:
@@ -152,9 +174,11 @@ def _ensure_current(path: Path) -> None:
     """Bring an existing file up to the code's schema and views before a read-only open."""
     with duckdb.connect(str(path), read_only=True) as ro:
         have = _check_not_newer(ro, str(path))
+        current_views = have > 0 and stored_views_sha256(ro) == views_sha256()
     if have == code_schema_version():
-        # Views are cheap to re-apply, but a read-only file may not be writable: try.
-        try:
+        if current_views:
+            return  # leave the file byte-for-byte untouched
+        try:  # views from older code: refresh them if the file is writable
             with duckdb.connect(str(path)) as rw:
                 apply_views(rw)
         except duckdb.Error:

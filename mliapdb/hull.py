@@ -74,19 +74,24 @@ class HullResult:
 
     Attributes:
         e_form_per_atom: eV/atom, energy per atom minus ``e_ref_per_atom``.
-        e_above_hull: eV/atom, >= 0; 0 for entries on the hull (noise within 1e-9 set to 0).
+        e_above_hull: eV/atom, >= 0; 0 for entries on the hull (|noise| <= 1e-9 is set to 0).
         e_ref_per_atom: eV/atom, ``sum_i x_i * mu_i`` over the entry's atomic fractions ``x_i``.
         elemental_refs: element -> lowest energy per atom (eV/atom) among the pure-element
-            entries of that element.
+            entries of that element (entries with a non-finite energy are ignored).
 
-    Entries containing an element that has no pure-element entry, or whose energy is not
-    finite, have NaN in all three arrays (they take no part in any hull).
+    An entry containing an element without any pure-element entry has NaN in all three arrays;
+    an entry with a non-finite energy has NaN ``e_form_per_atom`` and ``e_above_hull``. Such
+    entries take no part in any hull.
     """
 
     e_form_per_atom: np.ndarray
     e_above_hull: np.ndarray
     e_ref_per_atom: np.ndarray
     elemental_refs: dict[str, float]
+
+
+# a hull problem: (element columns of the system, candidate entries, queried entries)
+_Problem = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def compute_hull(
@@ -105,83 +110,67 @@ def compute_hull(
         a subset of the elements of entry ``i`` (what ``PhaseDiagram`` over those entries
         gives); elemental references are the lowest-energy pure-element entries. Entries with an
         element lacking a pure-element entry, or with a non-finite energy, get NaN.
+
+    Raises:
+        ValueError: lengths differ, or a composition is empty or has a negative/non-finite
+            amount.
     """
     energies = np.asarray(energies_per_atom, dtype=float).reshape(-1)
     n = len(compositions)
     if energies.shape[0] != n:
         raise ValueError(f"{n} compositions but {energies.shape[0]} energies")
+    fracs, symbols = _atomic_fractions(compositions)  # (n + 1, n_el): last row is padding
+    present = fracs[:n] > 0
+    n_el = present.sum(axis=1)
 
-    # --- parse compositions into atomic fractions over a global element index -------------
-    el_index: dict[str, int] = {}
-    systems: list[tuple[int, ...]] = []
-    rows: list[int] = []
-    cols: list[int] = []
-    vals: list[float] = []
-    for i, comp in enumerate(compositions):
-        items = [(str(el), float(amt)) for el, amt in comp.items() if amt != 0]
-        if not items:
-            raise ValueError(f"composition {i} is empty: {dict(comp)!r}")
-        total = 0.0
-        for el, amt in items:
-            if not amt > 0 or not math.isfinite(amt):
-                raise ValueError(f"composition {i} has an invalid amount {amt!r} for {el}")
-            total += amt
-        idx = []
-        for el, amt in items:
-            j = el_index.setdefault(el, len(el_index))
-            idx.append(j)
-            rows.append(i)
-            cols.append(j)
-            vals.append(amt / total)
-        systems.append(tuple(sorted(set(idx))))
-    # sort elements alphabetically so the coordinate system is deterministic
-    symbols = sorted(el_index)
-    remap = np.empty(len(symbols), dtype=np.intp)
-    for new, sym in enumerate(symbols):
-        remap[el_index[sym]] = new
-    fracs = np.zeros((n, len(symbols)))
-    np.add.at(
-        fracs,
-        (np.asarray(rows, dtype=np.intp), remap[np.asarray(cols, dtype=np.intp)]),
-        np.asarray(vals),
-    )
-    systems = [tuple(sorted(int(remap[j]) for j in s)) for s in systems]
-
-    # --- elemental references ---------------------------------------------------------------
+    # --- elemental references: lowest finite energy among the pure-element entries ----------
     finite = np.isfinite(energies)
     mu = np.full(len(symbols), np.nan)
-    ref_entry: dict[int, int] = {}
-    for i, s in enumerate(systems):
-        if len(s) == 1 and finite[i]:
-            j = s[0]
-            if not energies[i] >= mu[j]:  # also true when mu[j] is NaN
-                mu[j] = energies[i]
-                ref_entry[j] = i
+    ref_entry = np.full(len(symbols), -1)
+    pure = np.flatnonzero((n_el == 1) & finite)
+    if len(pure):
+        el = present[pure].argmax(axis=1)
+        order = np.lexsort((energies[pure], el))  # by element, then energy (stable)
+        first = order[np.unique(el[order], return_index=True)[1]]
+        mu[el[first]] = energies[pure[first]]
+        ref_entry[el[first]] = pure[first]
     has_ref = np.isfinite(mu)
-    referenced = ~(fracs[:, ~has_ref] > 0).any(axis=1)
+    referenced = ~present[:, ~has_ref].any(axis=1)
     valid = finite & referenced
 
     e_ref = np.full(n, np.nan)
-    e_ref[referenced] = fracs[referenced] @ np.where(has_ref, mu, 0.0)
+    e_ref[referenced] = fracs[:n][referenced] @ np.where(has_ref, mu, 0.0)
     e_form = np.where(valid, energies - e_ref, np.nan)
     e_hull = np.full(n, np.nan)
 
-    # --- group valid entries by chemical system, solve systems from small to large ------------
-    by_system: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i in np.flatnonzero(valid):
-        by_system[systems[i]].append(int(i))
-    levels: dict[int, list[tuple[int, ...]]] = defaultdict(list)
-    for system in by_system:
-        levels[len(system)].append(system)
+    # --- group valid entries by chemical system --------------------------------------------
+    valid_idx = np.flatnonzero(valid)
+    keys = np.packbits(present[valid_idx], axis=1)
+    keys = np.ascontiguousarray(keys).view(np.dtype((np.void, keys.shape[1]))).ravel()
+    _, group = np.unique(keys, return_inverse=True)
+    group = group.ravel()
+    order = np.lexsort((group, n_el[valid_idx]))  # by size, then system
+    sorted_idx, sorted_group = valid_idx[order], group[order]
+    starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])[: len(order)]
+    owns = np.split(sorted_idx, starts[1:]) if len(order) else []
+    _, el_cols = np.nonzero(present[sorted_idx[starts]])
+    el_cols_list = el_cols.tolist()
+    el_bounds = np.r_[0, np.cumsum(n_el[sorted_idx[starts]])].tolist()
+    levels: dict[int, list[tuple[tuple[int, ...], np.ndarray]]] = defaultdict(list)
+    for g, own in enumerate(owns):
+        system = tuple(el_cols_list[el_bounds[g] : el_bounds[g + 1]])
+        levels[len(system)].append((system, own))
 
+    # --- solve the systems from small to large ----------------------------------------------
+    e_pad = np.append(e_form, np.inf)  # the padding row of fracs never enters a basis
     # hull vertices (entry indices) found in each system, used by all its supersets
     vertices: dict[tuple[int, ...], np.ndarray] = {
-        (j,): np.array([i], dtype=np.intp) for j, i in ref_entry.items()
+        (j,): ref_entry[j : j + 1] for j in np.flatnonzero(has_ref).tolist()
     }
     for k in sorted(levels):
-        todo: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
-        for system in levels[k]:
-            own = np.asarray(by_system[system], dtype=np.intp)
+        problems: list[_Problem] = []
+        systems: list[tuple[int, ...]] = []
+        for system, own in levels[k]:
             if k == 1:
                 e_hull[own] = e_form[own]  # >= 0 by construction of the reference
                 continue
@@ -196,23 +185,18 @@ def compute_hull(
             if len(cand) == k:  # only the elements: the hull is the plane Ef = 0
                 e_hull[own] = e_form[own]
             else:
-                todo.append((system, own, cand))
-        cols = [list(system) for system, _, _ in todo]
-        problems = [
-            (fracs[cand][:, c], e_form[cand], fracs[own][:, c])
-            for (_, own, cand), c in zip(todo, cols, strict=True)
-        ]
+                problems.append((np.asarray(system), cand, own))
+                systems.append(system)
         use_qhull = [
-            k <= _QHULL_MAX_ELEMENTS and len(query_x) >= _QHULL_MIN_QUERIES
-            for _, _, query_x in problems
+            k <= _QHULL_MAX_ELEMENTS and len(own) >= _QHULL_MIN_QUERIES for _, _, own in problems
         ]
         hulls = _hull_energy_simplex(
-            [prob for prob, q in zip(problems, use_qhull, strict=True) if not q]
+            fracs, e_pad, [prob for prob, q in zip(problems, use_qhull, strict=True) if not q]
         )[::-1]
-        for (system, own, _), prob, q in zip(todo, problems, use_qhull, strict=True):
+        for system, (cols, cand, own), q in zip(systems, problems, use_qhull, strict=True):
             h = None if q else hulls.pop()
             if h is None or np.isnan(h).any():
-                h = _hull_energy(*prob)
+                h = _hull_energy(fracs[cand][:, cols], e_form[cand], fracs[own][:, cols])
             ehull_own = e_form[own] - h
             e_hull[own] = ehull_own
             on_hull = own[(e_form[own] < 0) & (ehull_own <= ON_HULL_TOL)]
@@ -224,13 +208,33 @@ def compute_hull(
         e_form_per_atom=e_form,
         e_above_hull=e_hull,
         e_ref_per_atom=e_ref,
-        elemental_refs={symbols[j]: float(mu[j]) for j in range(len(symbols)) if has_ref[j]},
+        elemental_refs={symbols[j]: float(mu[j]) for j in np.flatnonzero(has_ref).tolist()},
     )
 
 
+def _atomic_fractions(compositions: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, list[str]]:
+    """Atomic fractions (n + 1, n_elements) over the alphabetically sorted element symbols.
+
+    The extra last row is all zeros (padding for the vectorised simplex).
+    """
+    amounts = [[(str(el), float(a)) for el, a in comp.items() if a != 0] for comp in compositions]
+    symbols = sorted({el for items in amounts for el, _ in items})
+    index = {el: j for j, el in enumerate(symbols)}
+    fracs = np.zeros((len(amounts) + 1, len(symbols)))
+    for i, items in enumerate(amounts):
+        if not items:
+            raise ValueError(f"composition {i} is empty: {dict(compositions[i])!r}")
+        for el, a in items:
+            if not (a > 0 and math.isfinite(a)):
+                raise ValueError(f"composition {i} has an invalid amount {a!r} for {el}")
+            fracs[i, index[el]] += a
+    fracs[:-1] /= fracs[:-1].sum(axis=1, keepdims=True)
+    return fracs, symbols
+
+
 def _hull_energy(cand_x: np.ndarray, cand_e: np.ndarray, query_x: np.ndarray) -> np.ndarray:
-    """Lower convex hull energy (eV/atom) of the candidates at the query compositions (qhull,
-    HiGHS if qhull fails or is not self-consistent).
+    """Lower convex hull energy (eV/atom) of the candidates at the query compositions by qhull
+    (HiGHS if qhull fails, is not self-consistent or the system has too many elements).
 
     Args:
         cand_x: (m, k) atomic fractions of the candidate points over the k elements of the
@@ -239,7 +243,7 @@ def _hull_energy(cand_x: np.ndarray, cand_e: np.ndarray, query_x: np.ndarray) ->
         query_x: (q, k) atomic fractions of the compositions where the hull is evaluated.
     """
     h = None
-    if cand_x.shape[1] <= _QHULL_MAX_ELEMENTS + 1:
+    if cand_x.shape[1] <= _QHULL_MAX_ELEMENTS:
         try:
             h = _hull_energy_qhull(cand_x, cand_e, query_x)
         except QhullError:
@@ -274,15 +278,21 @@ def _hull_energy_qhull(
 
 
 def _hull_energy_simplex(
-    problems: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    fracs: np.ndarray, e_pad: np.ndarray, problems: Sequence[_Problem]
 ) -> list[np.ndarray]:
-    """Hull energies (eV/atom) of many problems ``(cand_x, cand_e, query_x)`` (see
-    :func:`_hull_energy`, all with the same number of elements) by a vectorised simplex; NaN
-    where no certified optimum was found."""
-    out = [np.full(len(query_x), np.nan) for _, _, query_x in problems]
+    """Hull energies (eV/atom) of many problems, all with the same number of elements, by a
+    vectorised simplex; NaN where no certified optimum was found.
+
+    Args:
+        fracs: (n + 1, n_elements) atomic fractions of all entries; the last row is zeros.
+        e_pad: (n + 1,) formation energies (eV/atom) of all entries; the last one is +inf.
+        problems: ``(cols, cand, own)``: element columns of the system, candidate entries (the
+            pure elements first, in ``cols`` order) and the entries where the hull is wanted.
+    """
+    out = [np.full(len(own), np.nan) for _, _, own in problems]
     if not problems:
         return out
-    k = problems[0][0].shape[1]
+    k, pad = len(problems[0][0]), len(e_pad) - 1
     # pieces (problem, first query, end query), packed by candidate count into padded chunks
     pieces: list[tuple[int, int, int]] = []
     for p in sorted(range(len(problems)), key=lambda p: len(problems[p][1])):
@@ -299,17 +309,19 @@ def _hull_energy_simplex(
             count += b - a
             stop += 1
         m = len(problems[pieces[stop - 1][0]][1])
-        cand_x = np.zeros((count, m, k))
-        cand_e = np.full((count, m), np.inf)  # padding columns never enter the basis
-        query_x = np.empty((count, k))
+        cand = np.full((count, m), pad)
+        cols = np.empty((count, k), dtype=np.intp)
+        query = np.empty(count, dtype=np.intp)
         row = 0
         for p, a, b in pieces[start:stop]:
-            px, pe, pq = problems[p]
-            cand_x[row : row + b - a, : len(pe)] = px
-            cand_e[row : row + b - a, : len(pe)] = pe
-            query_x[row : row + b - a] = pq[a:b]
+            p_cols, p_cand, p_own = problems[p]
+            cand[row : row + b - a, : len(p_cand)] = p_cand
+            cols[row : row + b - a] = p_cols
+            query[row : row + b - a] = p_own[a:b]
             row += b - a
-        h = _simplex(cand_x, cand_e, query_x)
+        h = _simplex(
+            fracs[cand[:, :, None], cols[:, None, :]], e_pad[cand], fracs[query[:, None], cols]
+        )
         row = 0
         for p, a, b in pieces[start:stop]:
             out[p][a:b] = h[row : row + b - a]
@@ -339,10 +351,12 @@ def _simplex(cand_x: np.ndarray, cand_e: np.ndarray, query_x: np.ndarray) -> np.
         bmat = c[rows[:, None], basis]  # (p, k, k): row i = fractions of basic candidate i
         e_b = e[rows[:, None], basis]
         try:
-            w = np.linalg.solve(np.swapaxes(bmat, 1, 2), x[..., None])[..., 0]
-            mu = np.linalg.solve(bmat, e_b[..., None])[..., 0]  # chemical potentials
+            inv = np.linalg.inv(bmat)
         except np.linalg.LinAlgError:
             return out
+        inv_t = np.swapaxes(inv, 1, 2)
+        w = (inv_t @ x[..., None])[..., 0]  # weights of the basic candidates
+        mu = (inv @ e_b[..., None])[..., 0]  # chemical potentials
         reduced = e - (c @ mu[..., None])[..., 0]
         bland = it >= _BLAND_AFTER
         enter = (reduced < -_ENTER_TOL).argmax(axis=1) if bland else reduced.argmin(axis=1)
@@ -351,7 +365,7 @@ def _simplex(cand_x: np.ndarray, cand_e: np.ndarray, query_x: np.ndarray) -> np.
         out[idx[ok]] = (e_b[ok] * w[ok]).sum(axis=1)
         if it == _MAX_ITER or done.all():
             break
-        d = np.linalg.solve(np.swapaxes(bmat, 1, 2), c[rows, enter][..., None])[..., 0]
+        d = (inv_t @ c[rows, enter][..., None])[..., 0]
         w = np.maximum(w, 0.0)
         pivot = d > _PIVOT_TOL
         ratio = np.where(pivot, w / np.where(pivot, d, 1.0), np.inf)

@@ -99,3 +99,34 @@ def ehull_mae(
         "frac_underpredicted = share of materials with model Ehull < DFT Ehull"
     )
     return QueryResult(columns, rows, description)
+
+
+def calculation_summary(
+    con: duckdb.DuckDBPyConnection, model: str | None = None, dataset: str | None = None
+) -> QueryResult:
+    """Per model, settings and dataset: how many calculations ended ok, not converged or
+    failed, with mean steps and wall time of the converged ones."""
+    where, params = ["TRUE"], []
+    for column, value in (("model", model), ("dataset", dataset)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    cur = con.execute(
+        f"""
+        SELECT model, settings_hash AS settings, dataset, count(*) AS n,
+            count(*) FILTER (WHERE status = 'ok') AS ok,
+            count(*) FILTER (WHERE status = 'not_converged') AS not_converged,
+            count(*) FILTER (WHERE status = 'failed') AS failed,
+            round(avg(n_steps) FILTER (WHERE status = 'ok'), 1) AS mean_steps,
+            round(avg(wall_time_s) FILTER (WHERE status = 'ok'), 2) AS mean_wall_s
+        FROM calculations WHERE {" AND ".join(where)}
+        GROUP BY ALL ORDER BY model, settings, dataset
+        """,
+        params,
+    )
+    return QueryResult(
+        [d[0] for d in cur.description],
+        cur.fetchall(),
+        "calculations per model, settings hash and dataset (see the calculation_failures view "
+        "for reasons)",
+    )

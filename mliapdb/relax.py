@@ -222,8 +222,8 @@ def _spacegroup(structure: Structure) -> int | None:
         return None
 
 
-def _make_optimizer(settings: RelaxSettings, atoms: Atoms) -> Any:
-    """ASE optimizer (no log, no trajectory) on the configured cell filter."""
+def _make_optimizer(settings: RelaxSettings, atoms: Atoms) -> tuple[Any, Any]:
+    """(cell filter or atoms, ASE optimizer on it); the optimizer has no log, no trajectory."""
     import ase.filters
     import ase.optimize
 

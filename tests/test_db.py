@@ -121,3 +121,51 @@ def test_views_have_no_catalog_qualified_names() -> None:
     for path in db.view_files():
         sql = path.read_text()
         assert not re.search(r"\b(main|memory|system|temp)\.\w", sql), path.name
+
+
+def test_queries_leave_the_file_untouched(tmp_path: Path) -> None:
+    import hashlib
+
+    path = tmp_path / "x.duckdb"
+    db.connect(path, create=True).close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    result = CliRunner().invoke(cli, ["--db", str(path), "sql", "SELECT count(*) FROM materials"])
+    assert result.exit_code == 0 and result.stdout.splitlines()[-1].strip() == "0"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_stale_views_are_refreshed(tmp_path: Path) -> None:
+    path = tmp_path / "x.duckdb"
+    with db.connect(path, create=True) as con:
+        con.execute("CREATE OR REPLACE VIEW materials AS SELECT 1 AS old")
+        con.execute("UPDATE db_settings SET value = 'old' WHERE key = 'views_sha256'")
+    result = CliRunner().invoke(cli, ["--db", str(path), "sql", "SELECT * FROM materials"])
+    assert result.exit_code == 0
+    assert result.stdout.split()[0] == "dataset"
+
+
+def test_database_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "x.duckdb"
+    db.connect(path, create=True).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('ok', flush=True); "
+         "time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        time.sleep(0.2)
+        result = CliRunner().invoke(cli, ["--db", str(path), "sql", "SELECT 1"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {path} is in use by another process (a running 'mliapdb ingest'?) - wait for "
+        "it to finish, or query a copy of the file\n"
+    )

@@ -153,3 +153,38 @@ def test_chgnet_convention_on_real_oxides(db_path: Path) -> None:
     twice = sum(r[1] for r in rows) / len(rows)
     assert all(r[2] < -0.3 for r in rows)  # real corrections on these oxides
     assert as_stored < 0.1 < 0.3 < twice
+
+
+def test_killed_process_resumes_without_loss_or_duplicates(db_path: Path, tmp_path: Path):
+    """SIGKILL a real `mliapdb ingest relax` after two results, then run it again."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    copy = tmp_path / "killed.duckdb"
+    shutil.copy(db_path, copy)
+    args = [sys.executable, "-m", "mliapdb", "--db", str(copy), "ingest", "relax",
+            "--model", MODEL, "--max-steps", "0", "--fmax", "0.2",
+            *[a for mid in OXIDE_IDS for a in ("--material-id", mid)]]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    done = []
+    try:
+        for line in proc.stderr:
+            if line.startswith("mp/"):
+                done.append(line)
+            if len(done) == 2:
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and len(done) == 2
+    again = subprocess.run(args, stderr=subprocess.PIPE, text=True, check=True)
+    assert "6 selected, 2 already done" in again.stderr
+    with duckdb.connect(str(copy), read_only=True) as con:
+        n, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT material_id) FROM calculations "
+            "WHERE json_extract(settings, '$.fmax')::DOUBLE = 0.2"
+        ).fetchone()
+    assert (n, distinct) == (6, 6)

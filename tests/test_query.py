@@ -168,3 +168,15 @@ def test_sql_with_parameters_and_formats(db_path: Path) -> None:
                  "SELECT material_id, status FROM calculations WHERE status <> ? "
                  "ORDER BY status", "--param", "ok", "--format", "json")
     assert [r["status"] for r in json.loads(result.stdout)] == ["failed", "not_converged"]
+
+
+def test_calculations_summary_exact_output(db_path: Path) -> None:
+    result = run("--db", str(db_path), "query", "calculations", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "model,settings,dataset,n,ok,not_converged,failed,mean_steps,mean_wall_s\n"
+        "model-a,abc,mp,4,4,0,0,1.0,\n"
+        "model-a,def,mp,1,0,0,1,,\n"
+        "raw-b,abc,mp,4,4,0,0,1.0,\n"
+        "raw-b,def,mp,1,0,1,0,,\n"
+    )

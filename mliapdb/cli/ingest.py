@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from mliapdb.cli.main import db_option, resolve_db
+from mliapdb.cli.common import db_option, resolve_db
 from mliapdb.cli.output import status
-from mliapdb.cli.progress import progress_bar
+from mliapdb.cli.progress import progress_bar, stderr_is_terminal
 from mliapdb.config import DEFAULT_SYMPREC
 
 
@@ -82,6 +82,16 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, db_path) -> None:
     )
 
 
+def _log_result(target, result) -> None:
+    """One status line per calculation, for logs (when stderr is not a terminal)."""
+    steps = "" if result.n_steps is None else f", {result.n_steps} steps"
+    why = f": {result.error}" if result.error else ""
+    status(
+        f"{target.dataset}/{target.material_id} {target.formula}: {result.status}{steps}, "
+        f"{result.wall_time_s:.1f} s{why}"
+    )
+
+
 @ingest.command("relax")
 @click.option("--model", required=True, help="Model name (see 'mliapdb models').")
 @click.option("--dataset", default=None, help="Only materials of this dataset.")
@@ -92,6 +102,12 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, db_path) -> None:
 )
 @click.option("--material-id", "material_ids", multiple=True, help="Only these MP ids.")
 @click.option("--max-sites", type=int, default=None, help="Skip cells with more sites.")
+@click.option(
+    "--min-nelements",
+    type=int,
+    default=None,
+    help="Skip materials with fewer elements (2: compounds only, no elemental solids).",
+)
 @click.option(
     "--limit", type=int, default=None, help="At most N materials (smallest cells first)."
 )
@@ -107,7 +123,8 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, db_path) -> None:
 @db_option
 @click.pass_context
 def relax(
-    ctx, model, dataset, chemsys, material_ids, max_sites, limit, device, checkpoint, fmax,
+    ctx, model, dataset, chemsys, material_ids, max_sites, min_nelements, limit, device,
+    checkpoint, fmax,
     max_steps, retry_failed, db_path,
 ) -> None:
     """Single point on the DFT structure and relaxation (ASE FIRE + FrechetCellFilter) with
@@ -129,11 +146,12 @@ def relax(
     try:
         targets = select_targets(
             con, dataset=dataset, chemsys=chemsys, material_ids=material_ids,
-            max_sites=max_sites, limit=limit,
+            max_sites=max_sites, limit=limit, min_nelements=min_nelements,
         )
         report = run_calculations(
             con, model, targets, device=device, checkpoint=checkpoint,
             settings_overrides=overrides, retry_failed=retry_failed, progress=progress_bar,
+            on_result=None if stderr_is_terminal() else _log_result,
         )
     finally:
         con.close()

@@ -8,6 +8,7 @@ import sys
 import click
 
 from mliapdb import __version__
+from mliapdb.cli import ingest, models, query, sql
 from mliapdb.config import DEFAULT_DB
 from mliapdb.errors import MliapdbError
 
@@ -21,22 +22,6 @@ class MliapdbGroup(click.Group):
         except MliapdbError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
-
-
-def db_option(func):
-    """``--db PATH`` on a command (overrides the group's ``--db``)."""
-    return click.option(
-        "--db",
-        "db_path",
-        default=None,
-        metavar="PATH",
-        help="Database file (overrides the global --db).",
-    )(func)
-
-
-def resolve_db(ctx: click.Context, db_path: str | None) -> str:
-    """The command's ``--db``, else the group's ``--db`` (default ``mliapdb.duckdb``)."""
-    return db_path or ctx.find_root().params.get("db") or DEFAULT_DB
 
 
 @click.group(cls=MliapdbGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,16 +39,10 @@ def cli(db: str) -> None:
     views that measure how well MLIAPs reproduce DFT stability."""
 
 
-def _register() -> None:
-    from mliapdb.cli import ingest, models, query, sql
-
-    cli.add_command(ingest.ingest)
-    cli.add_command(query.query)
-    cli.add_command(sql.sql)
-    cli.add_command(models.models)
-
-
-_register()
+cli.add_command(ingest.ingest)
+cli.add_command(query.query)
+cli.add_command(sql.sql)
+cli.add_command(models.models)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

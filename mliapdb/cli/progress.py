@@ -5,6 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 
+def stderr_is_terminal() -> bool:
+    """True when stderr is an interactive terminal (rich bars instead of log lines)."""
+    from rich.console import Console
+
+    return Console(stderr=True).is_terminal
+
+
 def progress_bar(items: Iterable, total: int, description: str) -> Iterator:
     """Yield ``items`` while showing a rich progress bar on stderr."""
     from rich.console import Console

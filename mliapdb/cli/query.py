@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mliapdb.cli.main import db_option, resolve_db
+from mliapdb.cli.common import db_option, resolve_db
 from mliapdb.cli.output import emit, format_option, status
 from mliapdb.queries import GROUPINGS
 
@@ -46,6 +46,26 @@ def ehull_mae(ctx, by, model, dataset, settings_hash, symprec, symmetry_method, 
             con, by=by, model=model, dataset=dataset, settings_hash=settings_hash,
             symprec=symprec, symmetry_method=symmetry_method,
         )
+    finally:
+        con.close()
+    status(result.description)
+    emit(result.columns, result.rows, fmt)
+
+
+@query.command("calculations")
+@click.option("--model", default=None, help="Only this model.")
+@click.option("--dataset", default=None, help="Only this dataset.")
+@format_option
+@db_option
+@click.pass_context
+def calculations(ctx, model, dataset, fmt, db_path):
+    """How many calculations per model ended ok, not converged or failed."""
+    from mliapdb import db
+    from mliapdb.queries import calculation_summary
+
+    con = db.connect(resolve_db(ctx, db_path), read_only=True)
+    try:
+        result = calculation_summary(con, model=model, dataset=dataset)
     finally:
         con.close()
     status(result.description)

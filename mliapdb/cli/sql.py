@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mliapdb.cli.main import db_option, resolve_db
+from mliapdb.cli.common import db_option, resolve_db
 from mliapdb.cli.output import emit, format_option
 from mliapdb.errors import MliapdbError
 

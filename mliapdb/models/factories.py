@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,15 @@ def chgnet_calculator(spec: ModelSpec, device: str, checkpoint: Path) -> Calcula
     from chgnet.model import CHGNet
     from chgnet.model.dynamics import CHGNetCalculator
 
+    class QuietCHGNetCalculator(CHGNetCalculator):
+        """CHGNet's calculator without its per-call torch UserWarning on stderr."""
+
+        def calculate(self, *args, **kwargs):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+                return super().calculate(*args, **kwargs)
+
     with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints on load
         model = CHGNet.from_file(str(checkpoint), version=spec.version, **spec.options)
-        calc = CHGNetCalculator(model=model, use_device=device, on_isolated_atoms="error")
+        calc = QuietCHGNetCalculator(model=model, use_device=device, on_isolated_atoms="error")
     return calc
