@@ -209,15 +209,10 @@ def _min_distance(atoms: Atoms) -> float:
 
 def _spacegroup(structure: Structure) -> int | None:
     """moyopy space-group number at ``SPACEGROUP_SYMPREC``; None if moyopy fails."""
-    try:
-        from moyopy import Cell, MoyoDataset
+    from mliapdb.symmetry import spacegroup_number
 
-        cell = Cell(
-            structure.lattice.matrix.tolist(),
-            structure.frac_coords.tolist(),
-            [site.specie.Z for site in structure],
-        )
-        return int(MoyoDataset(cell, symprec=SPACEGROUP_SYMPREC).number)
+    try:
+        return spacegroup_number(structure, symprec=SPACEGROUP_SYMPREC)
     except Exception:
         return None
 

@@ -307,3 +307,11 @@ def analyze_symmetry(
         dof=lattice_dof + wyckoff_dof,
         orbits=orbits,
     )
+
+
+def spacegroup_number(
+    structure: Structure, symprec: float = DEFAULT_SYMPREC, method: str = "moyopy"
+) -> int:
+    """International space-group number of ``structure`` (no Wyckoff analysis)."""
+    detect = _detect_moyopy if method == "moyopy" else _detect_spglib
+    return int(detect(structure, symprec, None).number)

@@ -252,3 +252,23 @@ def test_missing_file_says_where_data_comes_from(tmp_path: Path) -> None:
         "the repository, or where $MLIAPDB_DATA points\n"
     )
     assert not (tmp_path / "x.duckdb").exists()
+
+
+def test_ingest_summary_table_exact(tmp_path: Path, mp_dir: Path) -> None:
+    path = tmp_path / "db.duckdb"
+    f = str(mp_dir / "Mn_O_entries.json.gz")
+    first = run("--db", str(path), "ingest", "entries", f, "--format", "csv")
+    assert first.stdout == (
+        "dataset,read,new,unchanged,rejected,symmetry_analyses,hull_entries\n"
+        "mp,90,90,0,0,90,90\n"
+    )
+    again = run("--db", str(path), "ingest", "entries", f)
+    assert again.stdout == (
+        "dataset  read  new  unchanged  rejected  symmetry_analyses  hull_entries\n"
+        "-------  ----  ---  ---------  --------  -----------------  ------------\n"
+        "mp         90    0         90         0                  0             0\n"
+    )
+    assert again.stderr == (
+        f"{path}: read 90 entries from 1 file(s) into dataset 'mp': 0 new, 90 unchanged, "
+        "0 rejected by MP2020; 0 symmetry analyses (symprec 0.1, moyopy); hull unchanged\n"
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mliapdb.cli.common import db_option, resolve_db
-from mliapdb.cli.output import status
+from mliapdb.cli.output import emit, format_option, status
 from mliapdb.cli.progress import progress_bar, stderr_is_terminal
 from mliapdb.config import DEFAULT_SYMPREC
 
@@ -41,9 +41,10 @@ def ingest() -> None:
     show_default=True,
     help="Library used for the symmetry analysis.",
 )
+@format_option
 @db_option
 @click.pass_context
-def entries(ctx, paths, dataset, symprecs, symmetry_method, db_path) -> None:
+def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> None:
     """Ingest pymatgen ComputedStructureEntry JSON files (plain or .gz).
 
     Re-applies MP2020 corrections to the raw energies, analyses Wyckoff symmetry and DOF and
@@ -80,6 +81,12 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, db_path) -> None:
         f"(symprec {', '.join(map(str, symprecs))}, {symmetry_method}); "
         + (f"DFT hull rebuilt ({report.n_hull} entries)" if report.n_new else "hull unchanged")
     )
+    emit(
+        ["dataset", "read", "new", "unchanged", "rejected", "symmetry_analyses", "hull_entries"],
+        [(dataset, report.n_read, report.n_new, report.n_unchanged, len(report.rejected),
+          report.n_symmetry, report.n_hull)],
+        fmt,
+    )
 
 
 def _log_result(target, result) -> None:
@@ -113,6 +120,13 @@ def _log_result(target, result) -> None:
 )
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda.")
 @click.option(
+    "--threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="torch CPU threads (0: leave torch's default).",
+)
+@click.option(
     "--checkpoint", default=None, help="Checkpoint file instead of the model's own one."
 )
 @click.option("--fmax", type=float, default=None, help="Force criterion, eV/A (model default).")
@@ -120,12 +134,13 @@ def _log_result(target, result) -> None:
 @click.option(
     "--retry-failed", is_flag=True, help="Run again the materials whose calculation failed."
 )
+@format_option
 @db_option
 @click.pass_context
 def relax(
     ctx, model, dataset, chemsys, material_ids, max_sites, min_nelements, limit, device,
-    checkpoint, fmax,
-    max_steps, retry_failed, db_path,
+    threads, checkpoint, fmax,
+    max_steps, retry_failed, fmt, db_path,
 ) -> None:
     """Single point on the DFT structure and relaxation (ASE FIRE + FrechetCellFilter) with
     one MLIAP, for each selected material not done yet with these settings.
@@ -152,6 +167,7 @@ def relax(
             con, model, targets, device=device, checkpoint=checkpoint,
             settings_overrides=overrides, retry_failed=retry_failed, progress=progress_bar,
             on_result=None if stderr_is_terminal() else _log_result,
+            threads=threads or None,
         )
     finally:
         con.close()
@@ -159,4 +175,12 @@ def relax(
     status(
         f"{path}: {model} (settings {report.settings_hash}): {report.n_selected} selected, "
         f"{report.n_skipped} already done, {counts} ({report.wall_time_s:.1f} s)"
+    )
+    c = report.status_counts
+    emit(
+        ["model", "settings", "selected", "already_done", "ok", "not_converged", "failed",
+         "wall_s"],
+        [(model, report.settings_hash, report.n_selected, report.n_skipped, c.get("ok", 0),
+          c.get("not_converged", 0), c.get("failed", 0), round(report.wall_time_s, 1))],
+        fmt,
     )
