@@ -3,12 +3,14 @@ rebuild the dataset's DFT hull in ONE transaction (a failure leaves the database
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+from sqlmodel import SQLModel
 
 from mliapdb.config import DEFAULT_SYMPREC
 from mliapdb.db import insert_rows, now, transaction
@@ -105,6 +107,13 @@ def _entry_row(dataset: str, p: ParsedEntry) -> dict:
     ).model_dump()
 
 
+def _model_row(table: type[SQLModel], obj: object, key: dict) -> dict:
+    """A row of ``table`` from the dataclass ``obj``'s matching fields plus ``key``."""
+    fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    values = {name: fields[name] for name in table.model_fields if name in fields}
+    return table(**{**values, **key}).model_dump()
+
+
 def symmetry_rows(
     dataset: str, material_id: str, structure, symprec: float, method: str
 ) -> tuple[dict, list[dict]]:
@@ -118,37 +127,9 @@ def symmetry_rows(
             f"{dataset}/{material_id}: symmetry analysis failed at symprec {symprec} "
             f"({exc}) - try another --symprec"
         ) from exc
-    row = SymmetryAnalysisRow(
-        dataset=dataset,
-        material_id=material_id,
-        symprec=symprec,
-        method=method,
-        angle_tolerance=sym.angle_tolerance,
-        library_version=sym.library_version,
-        spacegroup_number=sym.spacegroup_number,
-        spacegroup_symbol=sym.spacegroup_symbol,
-        crystal_system=sym.crystal_system,
-        pearson_symbol=sym.pearson_symbol,
-        protostructure_label=sym.protostructure_label,
-        lattice_dof=sym.lattice_dof,
-        wyckoff_dof=sym.wyckoff_dof,
-        dof=sym.dof,
-    ).model_dump()
-    orbits = [
-        WyckoffOrbitRow(
-            dataset=dataset,
-            material_id=material_id,
-            symprec=symprec,
-            method=method,
-            orbit_index=o.orbit_index,
-            element=o.element,
-            wyckoff_letter=o.wyckoff_letter,
-            multiplicity=o.multiplicity,
-            site_symmetry=o.site_symmetry,
-            n_free=o.n_free,
-        ).model_dump()
-        for o in sym.orbits
-    ]
+    key = {"dataset": dataset, "material_id": material_id, "symprec": symprec, "method": method}
+    row = _model_row(SymmetryAnalysisRow, sym, key)
+    orbits = [_model_row(WyckoffOrbitRow, o, key) for o in sym.orbits]
     return row, orbits
 
 
