@@ -272,3 +272,33 @@ def test_ingest_summary_table_exact(tmp_path: Path, mp_dir: Path) -> None:
         f"{path}: read 90 entries from 1 file(s) into dataset 'mp': 0 new, 90 unchanged, "
         "0 rejected by MP2020; 0 symmetry analyses (symprec 0.1, moyopy); hull unchanged\n"
     )
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ({"entry_id": "mp-1245108-GGA", "data": {"material_id": "mp-1245108"}}, "mp-1245108"),
+        ({"entry_id": "mp-1245108-GGA"}, "mp-1245108"),
+        ({"entry_id": "mp-19006-GGA+U"}, "mp-19006"),
+        ({"entry_id": "mvc-10883"}, "mvc-10883"),
+        ({"entry_id": None, "data": {}}, None),
+    ],
+)
+def test_material_id_from_data_or_entry_id(raw: dict, expected: str | None) -> None:
+    from mliapdb.entries import material_id_of
+
+    assert material_id_of(raw) == expected
+
+
+def test_2025_snapshot_hull_matches_the_values_mp_stored(tmp_path: Path, mp_dir: Path) -> None:
+    """The 2025 Na-Fe-P-O file carries MP's own e_above_hull (PhaseDiagram over it)."""
+    f = mp_dir / "Na-Fe-P-O_entries_2025.json.gz"
+    path = tmp_path / "db.duckdb"
+    assert run("--db", str(path), "ingest", "entries", str(f), "--dataset", "mp-2025"
+               ).exit_code == 0
+    with gzip.open(f) as fh:
+        stored = {d["data"]["material_id"]: d["e_above_hull"] for d in json.load(fh)}
+    with duckdb.connect(str(path), read_only=True) as con:
+        ours = dict(con.execute("SELECT material_id, e_above_hull FROM dft_stability").fetchall())
+    assert len(ours) == len(stored) == 557
+    assert max(abs(ours[k] - stored[k]) for k in stored) < 1e-6
