@@ -3,7 +3,6 @@ with MP2020 corrections re-applied to the raw DFT energies."""
 
 from __future__ import annotations
 
-import copy
 import gzip
 import hashlib
 import json
@@ -119,12 +118,9 @@ def parse_entry(raw: Any, index: int, path: Path, sha: str) -> ParsedEntry:
         raise MliapdbError(
             f"{where}: no structure - ingest needs ComputedStructureEntry dicts with structures"
         )
-    stripped = copy.deepcopy(raw)
-    source_adjustments = stripped.pop("energy_adjustments", None) or []
-    stripped["energy_adjustments"] = []
-    stripped["correction"] = 0.0
+    source = {**raw, "correction": raw.get("correction") or 0.0}
     try:
-        entry = ComputedStructureEntry.from_dict(stripped)
+        entry = ComputedStructureEntry.from_dict(source)
     except Exception as exc:  # pymatgen raises ValueError, KeyError, TypeError ...
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "valid Element" in message or "not a valid" in message:
@@ -142,12 +138,9 @@ def parse_entry(raw: Any, index: int, path: Path, sha: str) -> ParsedEntry:
         raise MliapdbError(
             f"{where}: structure has a degenerate lattice (volume {structure.volume} A^3)"
         )
-    correction_in_source = None
-    if source_adjustments or raw.get("correction"):
-        try:
-            correction_in_source = float(ComputedStructureEntry.from_dict(raw).correction)
-        except Exception:  # the stored adjustments are informational only
-            correction_in_source = None
+    # Keep what the file said for comparison, then strip it: MP2020 is re-applied from raw.
+    correction_in_source = float(entry.correction) if entry.energy_adjustments else None
+    entry.energy_adjustments = []
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     return ParsedEntry(
         material_id=mid,
