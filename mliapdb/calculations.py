@@ -180,6 +180,11 @@ def run_calculations(
         settings = spec.relax_settings(**(settings_overrides or {}))
     except ValueError as exc:
         raise MliapdbError(f"model {model}: bad relaxation settings: {exc}") from exc
+    if not targets:
+        raise MliapdbError(
+            "no stored materials match the selection - ingest their entries first "
+            "('mliapdb ingest entries FILE') or widen --chemsys/--max-sites/--dataset"
+        )
     shash = settings.settings_hash()
     report = RunReport(model=model, settings_hash=shash, n_selected=len(targets))
     done = done_keys(con, model, shash, retry_failed)
@@ -187,9 +192,25 @@ def run_calculations(
     report.n_skipped = len(targets) - len(todo)
     if not todo:
         return report
+    check_device(device)
     with _torch_threads(threads):
         _run(con, spec, todo, device, checkpoint, settings, report, progress, on_result)
     return report
+
+
+def check_device(device: str) -> None:
+    """Refuse a torch device that this machine does not have, before loading any model."""
+    import torch
+
+    if device == "cpu":
+        return
+    try:
+        torch.empty(1, device=device)
+    except (AssertionError, RuntimeError) as exc:
+        raise MliapdbError(
+            f"device '{device}' is not available here ({str(exc).splitlines()[0]}) - "
+            "use --device cpu"
+        ) from exc
 
 
 @contextmanager
@@ -213,12 +234,15 @@ def _run(con, spec, todo, device, checkpoint, settings, report, progress, on_res
 
     from pymatgen.core import Structure
 
-    from mliapdb.models.registry import make_calculator
+    from mliapdb.models.registry import CheckpointError, ModelSpecError, make_calculator
     from mliapdb.relax import relax_structure
 
     model = spec.name
     start = time.perf_counter()
-    calculator = make_calculator(spec, device=device, checkpoint=checkpoint)
+    try:
+        calculator = make_calculator(spec, device=device, checkpoint=checkpoint)
+    except (CheckpointError, ModelSpecError, FileNotFoundError) as exc:
+        raise MliapdbError(f"cannot load model {model}: {exc}") from exc
     register_model(con, spec, calculator)
     for target in progress(todo, len(todo), f"{model}"):
         structure = Structure.from_dict(json.loads(target.structure))
