@@ -6,7 +6,7 @@ DATA ?= $(if $(MLIAPDB_DATA),$(MLIAPDB_DATA),../shared/data)
 DEMO_DB ?= demo/mliapdb.duckdb
 DEMO_N ?= 16
 
-.PHONY: install demo test lint bench bench-hull docs docs-check clean
+.PHONY: install demo test lint bench bench-hull bench-relax docs docs-check clean
 
 install: $(VENV)/.installed
 
@@ -37,10 +37,13 @@ test: install
 lint: install
 	$(BIN)/ruff check mliapdb tests bench
 
-bench: bench-hull
+bench: bench-hull bench-relax
 
 bench-hull: install
 	$(BIN)/python bench/bench_hull.py --data $(DATA)
+
+bench-relax: install
+	$(BIN)/python bench/bench_relax.py --data $(DATA)
 
 docs: install
 	$(BIN)/python -m mliapdb.cli.docs > docs/cli.md

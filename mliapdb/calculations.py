@@ -166,9 +166,9 @@ def run_calculations(
     Model failures and unconverged relaxations are stored with their reason (status
     ``failed`` / ``not_converged``) and the run goes on. Each row commits on its own;
     ``on_result(target, result)`` is called after each commit. ``threads`` sets torch's CPU
-    threads for the run (1 by default: MP cells are small graphs, and extra threads cost far
-    more than they give on a shared CPU; measured 18 s vs 110 s for the same two relaxations
-    with 1 vs 2 threads on a loaded 2-core machine); None leaves torch's setting alone.
+    threads for the run (1 by default: MP cells are small graphs, and extra threads cost more
+    than they give, badly so on a shared CPU; see ``bench/bench_relax.py`` and
+    docs/benchmarks.md); None leaves torch's setting alone.
     """
     from mliapdb.models.registry import UnknownModelError, get_model_spec
 
