@@ -49,6 +49,8 @@ def ehull_mae(ctx, by, model, dataset, settings_hash, symprec, symmetry_method, 
     finally:
         con.close()
     status(result.description)
+    if not result.rows:
+        status("no converged relaxations match - run 'mliapdb ingest relax --model MODEL' first")
     emit(result.columns, result.rows, fmt)
 
 
