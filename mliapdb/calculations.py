@@ -13,7 +13,7 @@ import duckdb
 
 from mliapdb.db import insert_rows, now, transaction
 from mliapdb.errors import MliapdbError
-from mliapdb.ingest import Progress, _no_progress
+from mliapdb.ingest import Progress, no_progress
 from mliapdb.tables import Calculation, ModelRow
 
 
@@ -157,7 +157,7 @@ def run_calculations(
     checkpoint: str | None = None,
     settings_overrides: dict | None = None,
     retry_failed: bool = False,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     on_result: Callable[[Target, Any], None] | None = None,
     threads: int | None = 1,
 ) -> RunReport:

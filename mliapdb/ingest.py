@@ -29,7 +29,7 @@ Progress = Callable[[Iterable, int, str], Iterable]
 """``progress(iterable, total, description)`` wraps a loop (a rich progress bar in the CLI)."""
 
 
-def _no_progress(items: Iterable, total: int, description: str) -> Iterable:
+def no_progress(items: Iterable, total: int, description: str) -> Iterable:
     return items
 
 
@@ -46,7 +46,7 @@ class IngestReport:
     n_hull: int = 0
 
 
-def _dedupe_batch(parsed: list[ParsedEntry], dataset: str) -> list[ParsedEntry]:
+def _dedupe_batch(parsed: list[ParsedEntry]) -> list[ParsedEntry]:
     """One entry per material id across the files of one ingest; conflicting ones fail."""
     by_id: dict[str, ParsedEntry] = {}
     for entry in parsed:
@@ -187,7 +187,7 @@ def ingest_entry_files(
     dataset: str = "mp",
     symprecs: Sequence[float] = (DEFAULT_SYMPREC,),
     method: str = "moyopy",
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> IngestReport:
     """Read, validate and store MP entries; idempotent for identical data.
 
@@ -206,7 +206,7 @@ def ingest_entry_files(
         for p in parsed
         if p.compat_status != "ok"
     ]
-    batch = _dedupe_batch(parsed, dataset)
+    batch = _dedupe_batch(parsed)
     stored = dict(
         con.execute(
             "SELECT material_id, fingerprint FROM mp_materials WHERE dataset = ?", [dataset]
@@ -228,8 +228,9 @@ def ingest_entry_files(
     report.n_new = len(new)
 
     # Symmetry of new materials, and of stored ones lacking an analysis at a requested symprec.
-    todo: list[tuple[str, object, float]] = [(p.material_id, p.entry.structure, sp) for p in new
-                                             for sp in symprecs]
+    todo: list[tuple[str, object, float]] = [
+        (p.material_id, p.entry.structure, sp) for p in new for sp in symprecs
+    ]
     for sp in symprecs:
         for mid, structure_json in missing_symmetry(con, dataset, sp, method):
             todo.append((mid, Structure.from_dict(json.loads(structure_json)), sp))
@@ -240,7 +241,12 @@ def ingest_entry_files(
         orbit_rows.extend(orbits)
     report.n_symmetry = len(sym_rows)
 
-    known_files = {r[0] for r in con.execute("SELECT sha256 FROM source_files").fetchall()}
+    known_files = {
+        r[0]
+        for r in con.execute(
+            "SELECT sha256 FROM source_files WHERE dataset = ?", [dataset]
+        ).fetchall()
+    }
     file_rows = {}
     for p in parsed:
         if p.source_sha256 not in known_files and p.source_sha256 not in file_rows:

@@ -15,7 +15,7 @@ class SourceFile(SQLModel, table=True):
     __tablename__ = "source_files"
     sha256: str = Field(primary_key=True)
     path: str
-    dataset: str
+    dataset: str = Field(primary_key=True)
     n_entries: int
     ingested_at: datetime
 

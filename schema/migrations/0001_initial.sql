@@ -11,11 +11,12 @@ INSERT INTO db_settings VALUES
     ('default_symmetry_method', 'moyopy');
 
 CREATE TABLE source_files (
-    sha256 VARCHAR PRIMARY KEY,
+    sha256 VARCHAR NOT NULL,
     path VARCHAR NOT NULL,
     dataset VARCHAR NOT NULL,
     n_entries INTEGER NOT NULL,
-    ingested_at TIMESTAMP NOT NULL
+    ingested_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (sha256, dataset)
 );
 
 CREATE TABLE mp_materials (
