@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -312,7 +313,11 @@ def relax_structure(
             _check_state(atoms, volume_initial, f"at step {optimizer.nsteps}")
 
         optimizer.attach(guard, interval=1)
-        converged = bool(optimizer.run(fmax=settings.fmax, steps=settings.max_steps))
+        with warnings.catch_warnings():
+            # FrechetCellFilter's matrix logarithm warns "logm result may be inaccurate" at
+            # ~1e-12 error: harmless, and it would flood stderr.
+            warnings.filterwarnings("ignore", message="logm result may be inaccurate")
+            converged = bool(optimizer.run(fmax=settings.fmax, steps=settings.max_steps))
         result.n_steps = int(optimizer.nsteps)
         _check_state(atoms, volume_initial, "at the end")
         shortest = _min_distance(atoms)
