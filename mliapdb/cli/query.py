@@ -9,6 +9,21 @@ from mliapdb.cli.output import emit, format_option, status
 from mliapdb.queries import GROUPINGS
 
 
+def _run_query(ctx: click.Context, db_path: str | None, fmt: str, func, **kwargs):
+    """Run ``func(con, **kwargs)`` on a read-only connection, print its description on stderr
+    and its rows in ``fmt`` on stdout; return the result."""
+    from mliapdb import db
+
+    con = db.connect(resolve_db(ctx, db_path), read_only=True)
+    try:
+        result = func(con, **kwargs)
+    finally:
+        con.close()
+    status(result.description)
+    emit(result.columns, result.rows, fmt)
+    return result
+
+
 @click.group()
 def query() -> None:
     """Statistics of model vs DFT stability, computed by SQL."""
@@ -37,21 +52,14 @@ def query() -> None:
 @click.pass_context
 def ehull_mae(ctx, by, model, dataset, settings_hash, symprec, symmetry_method, fmt, db_path):
     """Count, MAE, mean signed error (meV/atom) and fraction underpredicted of Ehull."""
-    from mliapdb import db
     from mliapdb.queries import ehull_mae as run
 
-    con = db.connect(resolve_db(ctx, db_path), read_only=True)
-    try:
-        result = run(
-            con, by=by, model=model, dataset=dataset, settings_hash=settings_hash,
-            symprec=symprec, symmetry_method=symmetry_method,
-        )
-    finally:
-        con.close()
-    status(result.description)
+    result = _run_query(
+        ctx, db_path, fmt, run, by=by, model=model, dataset=dataset,
+        settings_hash=settings_hash, symprec=symprec, symmetry_method=symmetry_method,
+    )
     if not result.rows:
         status("no converged relaxations match - run 'mliapdb ingest relax --model MODEL' first")
-    emit(result.columns, result.rows, fmt)
 
 
 @query.command("calculations")
@@ -62,13 +70,6 @@ def ehull_mae(ctx, by, model, dataset, settings_hash, symprec, symmetry_method, 
 @click.pass_context
 def calculations(ctx, model, dataset, fmt, db_path):
     """How many calculations per model ended ok, not converged or failed."""
-    from mliapdb import db
     from mliapdb.queries import calculation_summary
 
-    con = db.connect(resolve_db(ctx, db_path), read_only=True)
-    try:
-        result = calculation_summary(con, model=model, dataset=dataset)
-    finally:
-        con.close()
-    status(result.description)
-    emit(result.columns, result.rows, fmt)
+    _run_query(ctx, db_path, fmt, calculation_summary, model=model, dataset=dataset)
