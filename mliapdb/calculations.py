@@ -1,5 +1,6 @@
-"""Run one model over stored materials: single point on the DFT structure + relaxation, one
-row per (material, model, settings), each committed on its own so a killed run resumes."""
+"""Run one model over stored materials: a single point on the DFT structure, a relaxation or
+a symmetry-constrained relaxation, one row per (material, model, settings), each committed on
+its own so a killed run resumes."""
 
 from __future__ import annotations
 
@@ -146,6 +147,11 @@ def calculation_row(target: Target, model: str, result, device: str) -> dict:
         wall_time_s=result.wall_time_s,
         device=result.device or device,
         created_at=now(),
+        calc_kind=result.calc_kind,
+        engine=result.engine,
+        spacegroup_before=result.spacegroup_before,
+        rmsd=result.rmsd,
+        volume_ratio=result.volume_ratio,
     ).model_dump()
 
 
@@ -160,8 +166,17 @@ def run_calculations(
     progress: Progress = no_progress,
     on_result: Callable[[Target, Any], None] | None = None,
     threads: int | None = 1,
+    kind: str = "relax",
+    force: bool = False,
+    engine: str = "ase",
+    max_atoms: int | None = None,
 ) -> RunReport:
-    """Single point + relaxation of each target not done yet with this model and settings.
+    """Calculation ``kind`` (``single_point``, ``relax``, ``relax_fixsym``; a relaxation
+    stores the single point of its input too) of each target not done yet with this model and
+    settings.
+
+    A model trained on another functional than MP's GGA/GGA+U (PBE) is refused unless
+    ``force``: its energies cannot be compared with the DFT hull.
 
     Model failures and unconverged relaxations are stored with their reason (status
     ``failed`` / ``not_converged``) and the run goes on. Each row commits on its own;
@@ -169,17 +184,27 @@ def run_calculations(
     threads for the run (1 by default: MP cells are small graphs, and extra threads cost more
     than they give, badly so on a shared CPU; see ``bench/bench_relax.py`` and
     docs/benchmarks.md); None leaves torch's setting alone.
+
+    ``engine="torch-sim"`` relaxes many structures per model call (:mod:`mliapdb.batched`,
+    at most ``max_atoms`` atoms per batch) under the same protocol and settings hash as the
+    ASE path; the engine is recorded per row.
     """
+    from mliapdb.batched import ENGINES
     from mliapdb.models.registry import UnknownModelError, get_model_spec
 
     try:
         spec = get_model_spec(model)
     except UnknownModelError as exc:
         raise MliapdbError(str(exc)) from exc
+    check_functional(spec, force)
     try:
-        settings = spec.relax_settings(**(settings_overrides or {}))
+        settings = resolve_settings(spec, kind, settings_overrides)
     except ValueError as exc:
         raise MliapdbError(f"model {model}: bad relaxation settings: {exc}") from exc
+    if engine not in ENGINES:
+        raise MliapdbError(f"unknown engine {engine!r} - use one of {', '.join(ENGINES)}")
+    if engine == "torch-sim":
+        check_batched(spec, settings)
     if not targets:
         raise MliapdbError(
             "no stored materials match the selection - ingest their entries first "
@@ -194,8 +219,49 @@ def run_calculations(
         return report
     check_device(device)
     with _torch_threads(threads):
-        _run(con, spec, todo, device, checkpoint, settings, report, progress, on_result)
+        if engine == "torch-sim":
+            _run_batched(con, spec, todo, device, checkpoint, settings, report, progress,
+                         on_result, max_atoms)
+        else:
+            _run(con, spec, todo, device, checkpoint, settings, report, progress, on_result)
     return report
+
+
+def check_batched(spec, settings) -> None:
+    """Refuse, before any work, a model or settings the batched path cannot run."""
+    from mliapdb.batched import BatchedUnsupported, check_batched_settings
+    from mliapdb.models.batched_factories import batched_support
+
+    supported, reason = batched_support(spec)
+    if not supported:
+        raise MliapdbError(reason)
+    try:
+        check_batched_settings(settings)
+    except BatchedUnsupported as exc:
+        raise MliapdbError(f"model {spec.name}: {exc}") from exc
+
+
+DFT_FUNCTIONAL = "PBE"
+"""MP's GGA/GGA+U entries are PBE (+U): a model's ``functional`` must name it to be compared."""
+
+
+def check_functional(spec, force: bool = False) -> None:
+    """Refuse a model trained on another functional than the DFT data (e.g. r2SCAN)."""
+    if force or spec.functional.upper().startswith(DFT_FUNCTIONAL):
+        return
+    raise MliapdbError(
+        f"model {spec.name} predicts {spec.functional} energies, but the stored DFT entries "
+        f"and hulls are GGA/GGA+U ({DFT_FUNCTIONAL}): its errors would measure the functional, "
+        "not the model - use a PBE model, or pass --force to store it anyway"
+    )
+
+
+def resolve_settings(spec, kind: str = "relax", overrides: dict | None = None):
+    """The model's default :class:`~mliapdb.relax.RelaxSettings` with ``overrides``, made
+    calculation ``kind``. Raises ``ValueError`` for bad settings."""
+    from mliapdb.relax import RelaxSettings
+
+    return RelaxSettings.for_kind(kind, {**spec.relax, **(overrides or {})})
 
 
 def check_device(device: str) -> None:
@@ -234,28 +300,58 @@ def _run(con, spec, todo, device, checkpoint, settings, report, progress, on_res
 
     from pymatgen.core import Structure
 
-    from mliapdb.models.registry import CheckpointError, ModelSpecError, make_calculator
+    from mliapdb.models.registry import ModelSpecError, ModelUnavailableError, make_calculator
     from mliapdb.relax import relax_structure
 
     model = spec.name
     start = time.perf_counter()
     try:
         calculator = make_calculator(spec, device=device, checkpoint=checkpoint)
-    except (CheckpointError, ModelSpecError, FileNotFoundError) as exc:
+    except (ModelUnavailableError, ModelSpecError, FileNotFoundError) as exc:
         raise MliapdbError(f"cannot load model {model}: {exc}") from exc
     register_model(con, spec, calculator)
     for target in progress(todo, len(todo), f"{model}"):
         structure = Structure.from_dict(json.loads(target.structure))
         result = relax_structure(structure, calculator, settings)
-        row = calculation_row(target, model, result, device)
-        with transaction(con):
-            con.execute(
-                "DELETE FROM calculations WHERE dataset = ? AND material_id = ? AND model = ? "
-                "AND settings_hash = ?",
-                [target.dataset, target.material_id, model, row["settings_hash"]],
-            ).fetchall()
-            insert_rows(con, "calculations", [row])
-        report.status_counts[result.status] = report.status_counts.get(result.status, 0) + 1
-        if on_result is not None:
-            on_result(target, result)
+        store_result(con, target, model, result, device, report, on_result)
+    report.wall_time_s = time.perf_counter() - start
+
+
+def store_result(con, target: Target, model: str, result, device: str, report: RunReport,
+                 on_result=None) -> None:
+    """Write one result row in its own transaction (replacing an earlier one)."""
+    row = calculation_row(target, model, result, device)
+    with transaction(con):
+        con.execute(
+            "DELETE FROM calculations WHERE dataset = ? AND material_id = ? AND model = ? "
+            "AND settings_hash = ?",
+            [target.dataset, target.material_id, model, row["settings_hash"]],
+        ).fetchall()
+        insert_rows(con, "calculations", [row])
+    report.status_counts[result.status] = report.status_counts.get(result.status, 0) + 1
+    if on_result is not None:
+        on_result(target, result)
+
+
+def _run_batched(con, spec, todo, device, checkpoint, settings, report, progress, on_result,
+                 max_atoms) -> None:
+    import time
+
+    from pymatgen.core import Structure
+
+    from mliapdb.batched import DEFAULT_MAX_ATOMS, relax_batched
+    from mliapdb.models.batched_factories import make_batched_model
+    from mliapdb.models.registry import ModelSpecError, ModelUnavailableError
+
+    start = time.perf_counter()
+    try:
+        model = make_batched_model(spec, device=device, checkpoint=checkpoint)
+    except (ModelUnavailableError, ModelSpecError, FileNotFoundError, ValueError) as exc:
+        raise MliapdbError(f"cannot load model {spec.name}: {exc}") from exc
+    register_model(con, spec, model)
+    structures = [Structure.from_dict(json.loads(t.structure)) for t in todo]
+    results = relax_batched(structures, model, settings, max_atoms or DEFAULT_MAX_ATOMS,
+                            info=model.mliapdb_info)
+    for index, result in progress(results, len(todo), f"{spec.name} (torch-sim)"):
+        store_result(con, todo[index], spec.name, result, device, report, on_result)
     report.wall_time_s = time.perf_counter() - start

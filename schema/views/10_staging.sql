@@ -36,6 +36,8 @@ SELECT
     c.material_id,
     c.model,
     c.settings_hash,
+    c.calc_kind,
+    c.engine,
     c.status,
     c.converged,
     m.energy_convention,
@@ -44,15 +46,34 @@ SELECT
     c.energy_single_point / c.n_atoms
         + CASE m.energy_convention WHEN 'raw' THEN d.correction_per_atom ELSE 0.0 END
         AS e_per_atom_single_point,
-    CASE WHEN c.status = 'ok' THEN
+    CASE WHEN c.status = 'ok' AND c.calc_kind <> 'single_point' THEN
         c.energy_relaxed / c.n_atoms
         + CASE m.energy_convention WHEN 'raw' THEN d.correction_per_atom ELSE 0.0 END
     END AS e_per_atom_relaxed,
+    -- the energy this calculation kind stands for: the single point or the relaxed energy
+    CASE
+        WHEN c.calc_kind = 'single_point' THEN c.energy_single_point / c.n_atoms
+        WHEN c.status = 'ok' THEN c.energy_relaxed / c.n_atoms
+    END + CASE m.energy_convention WHEN 'raw' THEN d.correction_per_atom ELSE 0.0 END
+        AS e_per_atom_model,
     c.n_steps,
     c.max_force,
+    c.spacegroup_before,
     c.spacegroup_after,
+    CASE
+        WHEN c.calc_kind = 'single_point' OR c.spacegroup_after IS NULL
+            OR c.spacegroup_before IS NULL THEN NULL
+        WHEN c.spacegroup_after = c.spacegroup_before THEN 'kept'
+        WHEN ga.point_group_order < gb.point_group_order THEN 'lowered'
+        WHEN ga.point_group_order > gb.point_group_order THEN 'raised'
+        ELSE 'changed'
+    END AS symmetry_change,
+    c.rmsd,
+    c.volume_ratio,
     c.wall_time_s
 FROM calculations AS c
 JOIN models AS m ON m.name = c.model
 JOIN stg_dft_entries AS d ON d.dataset = c.dataset AND d.material_id = c.material_id
+LEFT JOIN space_groups AS gb ON gb.number = c.spacegroup_before
+LEFT JOIN space_groups AS ga ON ga.number = c.spacegroup_after
 WHERE c.status IN ('ok', 'not_converged');

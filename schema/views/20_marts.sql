@@ -51,32 +51,40 @@ SELECT
     e.material_id,
     e.model,
     e.settings_hash,
+    e.calc_kind,
+    e.engine,
     e.status,
     e.converged,
     e.energy_convention,
     e.correction_per_atom,
     e.e_per_atom_single_point,
     e.e_per_atom_relaxed,
-    e.e_per_atom_relaxed - h.e_ref_per_atom AS e_form_per_atom,
-    h.e_above_hull + (e.e_per_atom_relaxed - h.e_ref_per_atom - h.e_form_per_atom)
+    e.e_per_atom_model,
+    e.e_per_atom_model - h.e_ref_per_atom AS e_form_per_atom,
+    h.e_above_hull + (e.e_per_atom_model - h.e_ref_per_atom - h.e_form_per_atom)
         AS e_above_hull,
     e.e_per_atom_single_point - h.e_ref_per_atom AS e_form_per_atom_single_point,
     h.e_above_hull + (e.e_per_atom_single_point - h.e_ref_per_atom - h.e_form_per_atom)
         AS e_above_hull_single_point,
     e.n_steps,
     e.max_force,
+    e.spacegroup_before,
     e.spacegroup_after,
+    e.symmetry_change,
+    e.rmsd,
+    e.volume_ratio,
     e.wall_time_s
 FROM stg_model_energies AS e
 JOIN dft_hull AS h ON h.dataset = e.dataset AND h.material_id = e.material_id;
 
 -- Failed or unconverged calculations with their reason.
 CREATE OR REPLACE VIEW calculation_failures AS
-SELECT dataset, material_id, model, settings_hash, status, error, n_steps, wall_time_s
+SELECT dataset, material_id, model, settings_hash, calc_kind, status, error, n_steps, wall_time_s
 FROM calculations
 WHERE status <> 'ok';
 
--- One row per converged relaxation x symmetry analysis (every tolerance): model vs DFT
+-- One row per usable calculation (converged relaxation, or single point) x symmetry analysis
+-- (every tolerance), with its calc_kind: model vs DFT
 -- energy, formation energy and Ehull with signed errors (model - DFT, eV/atom).
 CREATE OR REPLACE VIEW ehull_errors_all AS
 SELECT
@@ -84,6 +92,7 @@ SELECT
     e.material_id,
     e.model,
     e.settings_hash,
+    e.calc_kind,
     m.formula,
     m.chemsys,
     m.nsites,
@@ -96,19 +105,19 @@ SELECT
     s.wyckoff_dof,
     s.dof,
     d.e_per_atom AS dft_e_per_atom,
-    e.e_per_atom_relaxed AS model_e_per_atom,
+    e.e_per_atom_model AS model_e_per_atom,
     d.e_form_per_atom AS dft_e_form_per_atom,
     e.e_form_per_atom AS model_e_form_per_atom,
     d.e_above_hull AS dft_e_above_hull,
     e.e_above_hull AS model_e_above_hull,
-    e.e_per_atom_relaxed - d.e_per_atom AS e_error,
+    e.e_per_atom_model - d.e_per_atom AS e_error,
     e.e_form_per_atom - d.e_form_per_atom AS e_form_error,
     e.e_above_hull - d.e_above_hull AS e_above_hull_error
 FROM model_energies AS e
 JOIN dft_stability AS d ON d.dataset = e.dataset AND d.material_id = e.material_id
 JOIN mp_materials AS m ON m.dataset = e.dataset AND m.material_id = e.material_id
 JOIN stg_symmetry AS s ON s.dataset = e.dataset AND s.material_id = e.material_id
-WHERE e.status = 'ok' AND d.e_above_hull IS NOT NULL;
+WHERE e.status = 'ok' AND e.e_per_atom_model IS NOT NULL AND d.e_above_hull IS NOT NULL;
 
 -- ehull_errors_all at the default symmetry tolerance and method.
 CREATE OR REPLACE VIEW ehull_errors AS
