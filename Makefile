@@ -9,7 +9,8 @@ DEMO_N ?= 16
 MACE_VENV ?= .venv-mace
 MACE_BIN := $(MACE_VENV)/bin
 
-.PHONY: install install-mace demo test lint bench bench-hull bench-relax docs docs-check clean
+.PHONY: install install-mace demo test lint bench bench-hull bench-relax bench-overhead \
+	bench-batched docs docs-check clean
 
 install: $(VENV)/.installed
 
@@ -56,13 +57,21 @@ test: install install-mace
 lint: install
 	$(BIN)/ruff check mliapdb tests bench
 
-bench: bench-hull bench-relax
+bench: bench-hull bench-relax bench-overhead bench-batched
 
 bench-hull: install
 	$(BIN)/python bench/bench_hull.py --data $(DATA)
 
 bench-relax: install
 	$(BIN)/python bench/bench_relax.py --data $(DATA)
+
+bench-overhead: install
+	$(BIN)/python bench/bench_overhead.py --data $(DATA)
+
+# On a GPU: make bench-batched BATCHED_ARGS="--device cuda --n 1489 --max-atoms 12000 --ase-n 200"
+BATCHED_ARGS ?= --n 60
+bench-batched: install
+	$(BIN)/python bench/bench_batched.py --data $(DATA) $(BATCHED_ARGS)
 
 docs: install
 	$(BIN)/python -m mliapdb.cli.docs > docs/cli.md

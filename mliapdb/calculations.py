@@ -219,11 +219,8 @@ def run_calculations(
         return report
     check_device(device)
     with _torch_threads(threads):
-        if engine == "torch-sim":
-            _run_batched(con, spec, todo, device, checkpoint, settings, report, progress,
-                         on_result, max_atoms)
-        else:
-            _run(con, spec, todo, device, checkpoint, settings, report, progress, on_result)
+        _run(con, spec, todo, device, checkpoint, settings, report, progress, on_result,
+             engine, max_atoms)
     return report
 
 
@@ -295,25 +292,59 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _run(con, spec, todo, device, checkpoint, settings, report, progress, on_result) -> None:
-    import time
+def load_model(spec, engine: str = "ase", device: str = "cpu", checkpoint: str | None = None):
+    """The model of ``spec`` for ``engine``: an ASE calculator, or a torch-sim model; either
+    carries ``mliapdb_info`` (checkpoint sha256, package versions). One-line
+    :class:`MliapdbError` when it cannot be loaded."""
+    from mliapdb.models.registry import ModelSpecError, ModelUnavailableError, make_calculator
 
+    try:
+        if engine == "torch-sim":
+            from mliapdb.models.batched_factories import make_batched_model
+
+            return make_batched_model(spec, device=device, checkpoint=checkpoint)
+        return make_calculator(spec, device=device, checkpoint=checkpoint)
+    except (ModelUnavailableError, ModelSpecError, FileNotFoundError, ValueError) as exc:
+        raise MliapdbError(f"cannot load model {spec.name}: {exc}") from exc
+
+
+def calculate(
+    model: Any,
+    targets: Sequence[Target],
+    settings,
+    engine: str = "ase",
+    max_atoms: int | None = None,
+) -> Iterator[tuple[Target, Any]]:
+    """``(target, RelaxResult)`` for each target, with a model from :func:`load_model`: one
+    at a time in order (ASE), or as each leaves the batch (torch-sim)."""
     from pymatgen.core import Structure
 
-    from mliapdb.models.registry import ModelSpecError, ModelUnavailableError, make_calculator
+    structures = (Structure.from_dict(json.loads(t.structure)) for t in targets)
+    if engine == "torch-sim":
+        from mliapdb.batched import DEFAULT_MAX_ATOMS, relax_batched
+
+        results = relax_batched(list(structures), model, settings,
+                                max_atoms or DEFAULT_MAX_ATOMS)
+        for index, result in results:
+            yield targets[index], result
+        return
     from mliapdb.relax import relax_structure
 
-    model = spec.name
+    for target, structure in zip(targets, structures, strict=True):
+        yield target, relax_structure(structure, model, settings)
+
+
+def _run(con, spec, todo, device, checkpoint, settings, report, progress, on_result, engine,
+         max_atoms) -> None:
+    import time
+
     start = time.perf_counter()
-    try:
-        calculator = make_calculator(spec, device=device, checkpoint=checkpoint)
-    except (ModelUnavailableError, ModelSpecError, FileNotFoundError) as exc:
-        raise MliapdbError(f"cannot load model {model}: {exc}") from exc
-    register_model(con, spec, calculator)
-    for target in progress(todo, len(todo), f"{model}"):
-        structure = Structure.from_dict(json.loads(target.structure))
-        result = relax_structure(structure, calculator, settings)
-        store_result(con, target, model, result, device, report, on_result)
+    model = load_model(spec, engine, device, checkpoint)
+    register_model(con, spec, model)
+    label = spec.name if engine == "ase" else f"{spec.name} ({engine})"
+    results = calculate(model, todo, settings, engine, max_atoms)
+    for target, result in progress(results, len(todo), label):
+        store_result(con, target, spec.name, result, device, report, on_result)
     report.wall_time_s = time.perf_counter() - start
 
 
@@ -331,27 +362,3 @@ def store_result(con, target: Target, model: str, result, device: str, report: R
     report.status_counts[result.status] = report.status_counts.get(result.status, 0) + 1
     if on_result is not None:
         on_result(target, result)
-
-
-def _run_batched(con, spec, todo, device, checkpoint, settings, report, progress, on_result,
-                 max_atoms) -> None:
-    import time
-
-    from pymatgen.core import Structure
-
-    from mliapdb.batched import DEFAULT_MAX_ATOMS, relax_batched
-    from mliapdb.models.batched_factories import make_batched_model
-    from mliapdb.models.registry import ModelSpecError, ModelUnavailableError
-
-    start = time.perf_counter()
-    try:
-        model = make_batched_model(spec, device=device, checkpoint=checkpoint)
-    except (ModelUnavailableError, ModelSpecError, FileNotFoundError, ValueError) as exc:
-        raise MliapdbError(f"cannot load model {spec.name}: {exc}") from exc
-    register_model(con, spec, model)
-    structures = [Structure.from_dict(json.loads(t.structure)) for t in todo]
-    results = relax_batched(structures, model, settings, max_atoms or DEFAULT_MAX_ATOMS,
-                            info=model.mliapdb_info)
-    for index, result in progress(results, len(todo), f"{spec.name} (torch-sim)"):
-        store_result(con, todo[index], spec.name, result, device, report, on_result)
-    report.wall_time_s = time.perf_counter() - start

@@ -48,7 +48,6 @@ from mliapdb.tables import Calculation
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
-    from ase.calculators.calculator import Calculator
     from distributed import Client
 
 DEFAULT_SHARD_SIZE = 8
@@ -345,31 +344,29 @@ class ShardJob:
     threads: int | None
     folder: str
     """Run folder of the parts (see :func:`run_dir`)."""
+    engine: str = "ase"
+    max_atoms: int | None = None
+    """torch-sim engine: atoms per batch on the worker."""
 
 
-_CALCULATORS: dict[tuple[str, str | None, str], Calculator] = {}
-"""Calculators of this (worker) process by (model, checkpoint, device): built once each."""
+_MODELS: dict[tuple[str, str | None, str, str], Any] = {}
+"""Models of this (worker) process by (model, checkpoint, device, engine): built once each."""
 
 
-def _worker_calculator(job: ShardJob) -> Calculator:
-    """The calculator of ``job`` in this process, built on first use."""
-    key = (job.model, job.checkpoint, job.device)
-    if key not in _CALCULATORS:
-        from mliapdb.models.registry import (
-            ModelSpecError,
-            ModelUnavailableError,
-            get_model_spec,
-            make_calculator,
-        )
+def _worker_model(job: ShardJob) -> Any:
+    """The ASE calculator or torch-sim model of ``job`` in this process, built on first use."""
+    key = (job.model, job.checkpoint, job.device, job.engine)
+    if key not in _MODELS:
+        from mliapdb.calculations import load_model
+        from mliapdb.models.registry import get_model_spec
 
         check_device(job.device)
         try:
-            _CALCULATORS[key] = make_calculator(
-                get_model_spec(job.model), device=job.device, checkpoint=job.checkpoint
-            )
-        except (ModelUnavailableError, ModelSpecError, FileNotFoundError) as exc:
-            raise MliapdbError(f"cannot load model {job.model} on a worker: {exc}") from exc
-    return _CALCULATORS[key]
+            _MODELS[key] = load_model(get_model_spec(job.model), job.engine, job.device,
+                                      job.checkpoint)
+        except MliapdbError as exc:
+            raise MliapdbError(f"on a worker: {exc}") from exc
+    return _MODELS[key]
 
 
 def _settings(model: str, kind: str, overrides: dict[str, Any] | None):
@@ -393,29 +390,23 @@ def run_shard(shard: Shard, job: ShardJob) -> str:
     Returns the part's path. If the part exists already (a rerun after a crash), returns at
     once. Model failures become rows with status ``failed``, as in the serial path.
     """
-    from mliapdb.calculations import _torch_threads
+    from mliapdb.calculations import _torch_threads, calculate
 
     path = part_path(job.folder, shard.shard_id)
     if path.exists():
         return str(path)
-    from pymatgen.core import Structure
-
-    from mliapdb.relax import relax_structure
-
     _, settings = _settings(job.model, job.kind, job.settings_overrides)
     if settings.settings_hash() != shard.settings_hash:
         raise MliapdbError(
             f"worker computes settings {settings.settings_hash()} for {job.model}, the client "
             f"{shard.settings_hash}: run workers and client from the same mliapdb version"
         )
-    rows = []
     with _torch_threads(job.threads):
-        calculator = _worker_calculator(job)
-        for target in shard.targets:
-            structure = Structure.from_dict(json.loads(target.structure))
-            result = relax_structure(structure, calculator, settings)
-            rows.append(calculation_row(target, job.model, result, job.device))
-    info = dict(getattr(calculator, "mliapdb_info", {}) or {})
+        model = _worker_model(job)
+        results = calculate(model, shard.targets, settings, job.engine, job.max_atoms)
+        rows = [calculation_row(t, job.model, r, job.device) for t, r in results]
+    rows.sort(key=lambda row: (row["dataset"], row["material_id"]))
+    info = dict(getattr(model, "mliapdb_info", {}) or {})
     write_part(path, rows, {
         "mliapdb_shard": shard.shard_id,
         "mliapdb_model": job.model,
@@ -564,6 +555,7 @@ def run_distributed(
     kind: str = "relax",
     force: bool = False,
     engine: str = "ase",
+    max_atoms: int | None = None,
 ) -> DistributedReport:
     """:func:`mliapdb.calculations.run_calculations` on a Dask cluster (same rows).
 
@@ -571,19 +563,19 @@ def run_distributed(
     :func:`run_dir` beside it). The shards run on ``client`` if given (left open), else on a
     cluster opened from ``cluster`` and closed at the end. ``progress`` wraps the loop over
     merged shards; ``on_shard`` is called after each merge. ``wall_time_s`` is the wall time
-    of the distributed part (seconds), from cluster start to the last merge. Only the
-    ``ase`` engine runs on a cluster (one structure at a time per worker process).
+    of the distributed part (seconds), from cluster start to the last merge. With
+    ``engine="torch-sim"`` each worker relaxes its shard as one in-flight batch (at most
+    ``max_atoms`` atoms): one GPU per worker on a GPU cluster.
     """
-    from mliapdb.calculations import check_functional
-
-    if engine != "ase":
-        raise MliapdbError(
-            f"--engine {engine} does not run on a Dask cluster - use --engine ase there, or "
-            "drop --workers/--scheduler/--slurm"
-        )
+    from mliapdb.batched import ENGINES
+    from mliapdb.calculations import check_batched, check_functional
 
     spec, settings = _settings(model, kind, settings_overrides)
     check_functional(spec, force)
+    if engine not in ENGINES:
+        raise MliapdbError(f"unknown engine {engine!r} - use one of {', '.join(ENGINES)}")
+    if engine == "torch-sim":
+        check_batched(spec, settings)
     if not targets:
         raise MliapdbError(
             "no stored materials match the selection - ingest their entries first "
@@ -631,7 +623,8 @@ def run_distributed(
         except ModelUnavailableError as exc:
             raise MliapdbError(f"cannot load model {model}: {exc}") from exc
     job = ShardJob(model=model, kind=kind, settings_overrides=dict(settings_overrides or {}),
-                   checkpoint=checkpoint, device=device, threads=threads, folder=str(folder))
+                   checkpoint=checkpoint, device=device, threads=threads, folder=str(folder),
+                   engine=engine, max_atoms=max_atoms)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:

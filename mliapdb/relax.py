@@ -117,9 +117,9 @@ class RelaxSettings:
             data["fix_symmetry"] = False
         else:
             raise ValueError(f"unknown calculation kind {kind!r}: expected one of {CALC_KINDS}")
-        if kind != "single_point" and data.get("max_steps") == 0:
-            raise ValueError(f"max_steps 0 is a single point, not a {kind!r} calculation")
-        return cls.from_dict(data)
+        if kind == "relax_fixsym" and data.get("max_steps") == 0:
+            raise ValueError("max_steps 0 is a single point, not a symmetry-constrained relaxation")
+        return cls.from_dict(data)  # relax with max_steps 0 is a single point (calc_kind)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the settings (JSON-serialisable)."""

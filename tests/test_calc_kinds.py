@@ -45,7 +45,10 @@ def test_kinds_map_to_settings_and_keep_the_default_hash() -> None:
     with pytest.raises(ValueError, match="unknown calculation kind"):
         RelaxSettings.for_kind("md")
     with pytest.raises(ValueError, match="max_steps 0 is a single point"):
-        RelaxSettings.for_kind("relax", {"max_steps": 0})
+        RelaxSettings.for_kind("relax_fixsym", {"max_steps": 0})
+    # --max-steps 0 (before kinds existed, the way to ask for single points) still is one
+    assert RelaxSettings.for_kind("relax", {"max_steps": 0}) == sp.__class__(
+        **{**sp.to_dict(), "fmax": 0.05})
 
 
 def test_internal_rmsd() -> None:

@@ -157,7 +157,8 @@ def test_part_schema_follows_the_calculations_table(base_db: Path) -> None:
         (["--slurm-jobs", "2"], "--slurm-jobs only applies with --slurm"),
         (["--shard-size", "2"], "--shard-size only applies with --workers"),
         (["--workers", "2", "--shard-size", "0"], "--shard-size must be 1 or more"),
-        (["--workers", "2", "--engine", "torch-sim", *id_args()], "does not run on a Dask"),
+        (["--workers", "2", "--engine", "torch-sim", *id_args()],
+         "torch-sim has no chgnet model - use --engine ase"),
     ],
 )
 def test_bad_cluster_options_are_one_line_errors(base_db: Path, args, message) -> None:
@@ -271,6 +272,34 @@ def test_sevennet_through_the_cluster(base_db: Path, tmp_path: Path, client) -> 
     assert len(sha) == 64 and sevenn  # provenance from the worker's calculator
 
 
+def test_torch_sim_engine_on_the_cluster(base_db: Path, tmp_path: Path, client) -> None:
+    """Workers relax their shard as one torch-sim batch: same rows as the serial ASE path
+    within 1 meV/atom (the batched path's tolerance), engine recorded per row."""
+    from mliapdb import db
+    from mliapdb.distributed import run_distributed
+
+    pytest.importorskip("torch_sim")
+    ids, overrides = IDS[:4], {"fmax": 0.1, "max_steps": 20}
+    path = copy_db(base_db, tmp_path)
+    con = db.connect(path)
+    try:
+        report = run_distributed(con, path, SEVENNET, select(path, ids), client=client,
+                                 shard_size=2, settings_overrides=overrides,
+                                 engine="torch-sim", max_atoms=6)
+    finally:
+        con.close()
+    assert report.n_shards == 2 and report.status_counts == {"ok": 4}
+    got = energies(path, SEVENNET, report.settings_hash)
+    want = serial_energies(base_db, tmp_path, SEVENNET, overrides, ids)
+    assert sorted(got) == sorted(want)
+    for mid, (status, _steps, e_sp, e_rel) in want.items():
+        assert got[mid][0] == status
+        assert abs(got[mid][2] - e_sp) < 1e-5 and abs(got[mid][3] - e_rel) < 1e-3, mid
+    with duckdb.connect(str(path), read_only=True) as con:
+        engines = con.execute("SELECT DISTINCT engine FROM calculations").fetchall()
+    assert engines == [("torch-sim",)]
+
+
 def test_leftover_parts_are_merged_not_recomputed(
     base_db: Path, tmp_path: Path, client
 ) -> None:
@@ -298,7 +327,7 @@ def test_leftover_parts_are_merged_not_recomputed(
     # a rescheduled task whose part exists returns at once (no model loaded in this process)
     assert distributed.run_shard(shards[0], job) == str(distributed.part_path(folder,
                                                                             shards[0].shard_id))
-    assert not distributed._CALCULATORS
+    assert not distributed._MODELS
 
     result = run("--db", path, "ingest", "relax", "--model", CHGNET, "--scheduler",
                  client.scheduler.address, "--shard-size", "2", "--fmax", "0.1",

@@ -219,7 +219,7 @@ def relax(
                 retry_failed=retry_failed, progress=progress_bar,
                 on_shard=None if stderr_is_terminal() else log_merged,
                 threads=threads or None, kind=kind.replace("-", "_"), force=force,
-                engine=engine,
+                engine=engine, max_atoms=max_atoms,
             )
     finally:
         con.close()
