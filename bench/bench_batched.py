@@ -68,14 +68,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="time serial ASE on the first N only (default: all)")
     parser.add_argument("--model", default="sevennet-0")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-atoms", type=int, default=2048)
+    parser.add_argument("--max-atoms", type=int, default=None,
+                        help="atoms per batch (default: mliapdb's for the device)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
 
     import torch
     from torch_sim.state import initialize_state
 
-    from mliapdb.batched import relax_batched
+    from mliapdb.batched import default_max_atoms, relax_batched
     from mliapdb.models import get_model_spec, make_calculator
     from mliapdb.models.batched_factories import make_batched_model
     from mliapdb.relax import RelaxSettings, relax_structure
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = get_model_spec(args.model)
     settings = RelaxSettings.for_kind("relax", spec.relax)
     model = make_batched_model(spec, device=args.device)
+    args.max_atoms = args.max_atoms or default_max_atoms(args.device)
     calc = make_calculator(spec, device=args.device)
     only = [s for _, s in structures]
     n_sites = [len(s) for s in only]

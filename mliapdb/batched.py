@@ -37,8 +37,16 @@ from mliapdb.relax import (
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-DEFAULT_MAX_ATOMS = 2048
-"""Atoms per batch on CPU; on a GPU raise it (an H100 fits ~10,000+ atoms of SevenNet-0)."""
+DEFAULT_MAX_ATOMS = {"cpu": 128, "cuda": 12_000}
+"""Atoms per batch by device type. On a CPU the model's arithmetic dominates and large
+batches only cost cache (SevenNet-0 single points: 4.1 structures/s at 32-128 atoms per
+batch, 1.7 at 2,048; docs/benchmarks.md); on a GPU a batch must be large to fill it (12,000
+atoms of SevenNet-0 fit an H100)."""
+
+
+def default_max_atoms(device: str) -> int:
+    """:data:`DEFAULT_MAX_ATOMS` for a torch device string (``"cuda:1"`` counts as cuda)."""
+    return DEFAULT_MAX_ATOMS.get(str(device).split(":")[0], DEFAULT_MAX_ATOMS["cpu"])
 
 ENGINES = ("ase", "torch-sim")
 """Relaxation engines: ``ase`` (:mod:`mliapdb.relax`, one structure at a time) and
@@ -131,14 +139,15 @@ def relax_batched(
     structures: Sequence[Structure],
     model: Any,
     settings: RelaxSettings,
-    max_atoms: int = DEFAULT_MAX_ATOMS,
+    max_atoms: int | None = None,
     info: dict[str, Any] | None = None,
 ) -> Iterator[tuple[int, RelaxResult]]:
     """Relax ``structures`` with the torch-sim ``model``; yields ``(index, RelaxResult)`` as
     each finishes (not in input order). Energies eV/cell, forces eV/Angstrom.
 
     ``settings.calc_kind == "single_point"`` only evaluates the model on the inputs (in
-    batches of at most ``max_atoms`` atoms). ``info`` (default: the model's
+    batches of at most ``max_atoms`` atoms; default :func:`default_max_atoms` of the model's
+    device). ``info`` (default: the model's
     ``mliapdb_info``) is stored as each result's ``calculator_info``. ``wall_time_s`` of a
     result is the time from its entering the batch to its leaving it (shared with the
     structures batched beside it).
@@ -146,6 +155,7 @@ def relax_batched(
     from torch_sim.state import concatenate_states, initialize_state
 
     check_batched_settings(settings)
+    max_atoms = max_atoms or default_max_atoms(str(model.device))
     info = dict(info if info is not None else getattr(model, "mliapdb_info", None) or {})
     device = str(model.device)
 

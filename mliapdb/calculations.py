@@ -321,10 +321,9 @@ def calculate(
 
     structures = (Structure.from_dict(json.loads(t.structure)) for t in targets)
     if engine == "torch-sim":
-        from mliapdb.batched import DEFAULT_MAX_ATOMS, relax_batched
+        from mliapdb.batched import relax_batched
 
-        results = relax_batched(list(structures), model, settings,
-                                max_atoms or DEFAULT_MAX_ATOMS)
+        results = relax_batched(list(structures), model, settings, max_atoms)
         for index, result in results:
             yield targets[index], result
         return
