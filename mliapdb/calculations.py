@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -37,6 +38,8 @@ class RunReport:
     n_skipped: int = 0
     status_counts: dict[str, int] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    n_leftover_parts: int = 0
+    """Parquet parts of an interrupted distributed run merged at the start."""
 
 
 def select_targets(
@@ -170,6 +173,7 @@ def run_calculations(
     force: bool = False,
     engine: str = "ase",
     max_atoms: int | None = None,
+    db_path: str | Path | None = None,
 ) -> RunReport:
     """Calculation ``kind`` (``single_point``, ``relax``, ``relax_fixsym``; a relaxation
     stores the single point of its input too) of each target not done yet with this model and
@@ -188,6 +192,9 @@ def run_calculations(
     ``engine="torch-sim"`` relaxes many structures per model call (:mod:`mliapdb.batched`,
     at most ``max_atoms`` atoms per batch) under the same protocol and settings hash as the
     ASE path; the engine is recorded per row.
+
+    With ``db_path`` (the file of ``con``), Parquet parts that an interrupted distributed run
+    of the same model and settings left beside it are merged first, not recomputed.
     """
     from mliapdb.batched import ENGINES
     from mliapdb.models.registry import UnknownModelError, get_model_spec
@@ -212,6 +219,10 @@ def run_calculations(
         )
     shash = settings.settings_hash()
     report = RunReport(model=model, settings_hash=shash, n_selected=len(targets))
+    if db_path is not None:
+        from mliapdb.distributed import merge_leftovers
+
+        report.n_leftover_parts = merge_leftovers(con, db_path, spec, shash)
     done = done_keys(con, model, shash, retry_failed)
     todo = [t for t in targets if (t.dataset, t.material_id) not in done]
     report.n_skipped = len(targets) - len(todo)

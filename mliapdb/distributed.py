@@ -424,8 +424,6 @@ class DistributedReport(RunReport):
     """A :class:`RunReport` with the shard counts of a distributed run."""
 
     n_shards: int = 0
-    n_leftover_parts: int = 0
-    """Parts of an interrupted earlier run merged at the start (their targets count as done)."""
     n_workers: int = 0
 
 
@@ -506,6 +504,32 @@ class PartMerger:
             status_counts=counts,
             leftover=leftover,
         )
+
+
+def merge_leftovers(
+    con: duckdb.DuckDBPyConnection,
+    db_path: str | Path,
+    spec,
+    settings_hash: str,
+    on_shard: Callable[[MergedPart], None] | None = None,
+    merger: PartMerger | None = None,
+) -> int:
+    """Merge the parts an interrupted distributed run of this model and settings left beside
+    the database (the serial path calls this too, so they are never recomputed); returns
+    how many. Needs no Dask."""
+    folder = run_dir(db_path, spec.name, settings_hash)
+    if not folder.is_dir():
+        return 0
+    _clean_tmp(folder)
+    merger = merger or PartMerger(con, spec)
+    n = 0
+    for path in sorted(folder.glob(f"*{PART_SUFFIX}")):
+        merged = merger.merge(path, leftover=True)
+        n += 1
+        if on_shard is not None:
+            on_shard(merged)
+    _remove_empty(folder, parts_root(db_path))
+    return n
 
 
 def _clean_tmp(folder: Path) -> None:
@@ -593,13 +617,7 @@ def run_distributed(
     report = DistributedReport(model=model, settings_hash=shash, n_selected=len(targets))
     folder = run_dir(db_path, model, shash)
     merger = PartMerger(con, spec)
-    if folder.is_dir():
-        _clean_tmp(folder)
-        for path in sorted(folder.glob(f"*{PART_SUFFIX}")):
-            merged = merger.merge(path, leftover=True)
-            report.n_leftover_parts += 1
-            if on_shard is not None:
-                on_shard(merged)
+    report.n_leftover_parts = merge_leftovers(con, db_path, spec, shash, on_shard, merger)
     done = done_keys(con, model, shash, retry_failed)
     todo = [t for t in targets if (t.dataset, t.material_id) not in done]
     report.n_skipped = len(targets) - len(todo)

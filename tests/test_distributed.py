@@ -300,11 +300,12 @@ def test_torch_sim_engine_on_the_cluster(base_db: Path, tmp_path: Path, client) 
     assert engines == [("torch-sim",)]
 
 
+@pytest.mark.parametrize("how", ["cluster", "serial"])
 def test_leftover_parts_are_merged_not_recomputed(
-    base_db: Path, tmp_path: Path, client
+    base_db: Path, tmp_path: Path, client, how: str
 ) -> None:
-    """An interrupted run left two parts; the next run (CLI, --scheduler) merges them first
-    and computes only the rest."""
+    """An interrupted run left two parts; the next run (CLI, --scheduler, or serial without
+    a cluster) merges them first and computes only the rest."""
     import pyarrow.parquet as pq
 
     from mliapdb import distributed
@@ -329,11 +330,15 @@ def test_leftover_parts_are_merged_not_recomputed(
                                                                             shards[0].shard_id))
     assert not distributed._MODELS
 
-    result = run("--db", path, "ingest", "relax", "--model", CHGNET, "--scheduler",
-                 client.scheduler.address, "--shard-size", "2", "--fmax", "0.1",
+    cluster = ["--scheduler", client.scheduler.address, "--shard-size", "2"]
+    result = run("--db", path, "ingest", "relax", "--model", CHGNET,
+                 *(cluster if how == "cluster" else []), "--fmax", "0.1",
                  "--max-steps", "10", *id_args())
     assert result.exit_code == 0, result.output
-    assert result.stderr.count("leftover part ") == 2
+    if how == "cluster":
+        assert result.stderr.count("leftover part ") == 2
+    else:
+        assert "merged 2 Parquet part(s) left by an interrupted distributed run" in result.stderr
     assert f"{len(IDS)} selected, 4 already done, 1 ok" in result.stderr
     assert not folder.exists()
     with duckdb.connect(str(path), read_only=True) as con:

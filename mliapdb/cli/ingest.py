@@ -207,7 +207,7 @@ def relax(
                 settings_overrides=overrides, retry_failed=retry_failed, progress=progress_bar,
                 on_result=None if stderr_is_terminal() else _log_result,
                 threads=threads or None, kind=kind.replace("-", "_"), force=force,
-                engine=engine, max_atoms=max_atoms,
+                engine=engine, max_atoms=max_atoms, db_path=path,
             )
         else:
             from mliapdb.distributed import run_distributed
@@ -223,6 +223,9 @@ def relax(
             )
     finally:
         con.close()
+    if report.n_leftover_parts and on_cluster is None:
+        status(f"{path}: merged {report.n_leftover_parts} Parquet part(s) left by an "
+               "interrupted distributed run")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(report.status_counts.items())) or "none run"
     status(
         f"{path}: {model} (settings {report.settings_hash}): {report.n_selected} selected, "
