@@ -11,8 +11,10 @@ from mliapdb.errors import MliapdbError
 from mliapdb.relax import CALC_KINDS
 
 GROUPINGS: dict[str, tuple[str, str]] = {
-    # --by value: (SQL expression over ehull_errors_all, output column)
+    # --by value: (SQL expression over ehull_errors_all, output column); "dof-bin" is built
+    # from the bins (see :func:`_dof_bin_sql`)
     "dof": ("dof", "dof"),
+    "dof-bin": ("", "dof_bin"),
     "lattice-dof": ("lattice_dof", "lattice_dof"),
     "wyckoff-dof": ("wyckoff_dof", "wyckoff_dof"),
     "crystal-system": ("crystal_system", "crystal_system"),
@@ -20,6 +22,9 @@ GROUPINGS: dict[str, tuple[str, str]] = {
     "nelements": ("nelements", "nelements"),
     "model": ("", ""),
 }
+
+CONVENTIONS = ("dft-hull", "model-hull", "model-hull-dft-refs")
+"""Hull conventions of ``ehull_errors`` (see schema/views/30_stats.sql)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,40 @@ def default_symmetry(con: duckdb.DuckDBPyConnection) -> tuple[float, str]:
     return float(symprec), str(method)
 
 
+def stats_settings(con: duckdb.DuckDBPyConnection) -> tuple[float, list[int]]:
+    """(near-hull threshold eV/atom, DOF bin lower edges) stored in the database."""
+    threshold, bins = con.execute(
+        "SELECT near_hull_threshold, dof_bins FROM stg_stats_settings").fetchone()
+    return float(threshold), list(bins)
+
+
+def parse_bins(text: str) -> list[int]:
+    """``"1,2,4,8"`` -> ``[1, 2, 4, 8]`` (strictly increasing integers >= 0)."""
+    error = MliapdbError(f"bad --bins {text!r} - write increasing integers like 1,2,4,8,16")
+    try:
+        bins = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise error from exc
+    pairs = zip(bins, bins[1:], strict=False)
+    if not bins or any(b < 0 for b in bins) or any(a >= b for a, b in pairs):
+        raise error
+    return bins
+
+
+def _dof_bin_sql(bins: list[int]) -> tuple[str, str]:
+    """(label expression, order expression) of DOF bins with lower edges ``bins``; no user
+    text in the SQL: the edges are integers checked by :func:`parse_bins`."""
+    edges = "[" + ", ".join(str(int(b)) for b in bins) + "]"
+    order = f"len(list_filter({edges}, lambda x: x <= dof))"
+    cases = [f"WHEN {order} = 0 THEN '<{bins[0]}'"]
+    for i, lower in enumerate(bins):
+        upper = bins[i + 1] - 1 if i + 1 < len(bins) else None
+        label = f"{lower}+" if upper is None else (str(lower) if upper == lower
+                                                  else f"{lower}-{upper}")
+        cases.append(f"WHEN {order} = {i + 1} THEN '{label}'")
+    return "CASE " + " ".join(cases) + " END", order
+
+
 def ehull_mae(
     con: duckdb.DuckDBPyConnection,
     by: str = "dof",
@@ -44,25 +83,40 @@ def ehull_mae(
     symprec: float | None = None,
     symmetry_method: str | None = None,
     kind: str = "relax",
+    convention: str = "dft-hull",
+    near_hull: float | None = None,
+    bins: list[int] | None = None,
 ) -> QueryResult:
-    """Count, MAE, mean signed error (meV/atom) and fraction underpredicted of the model's
-    Ehull (fixed DFT hull) per model and ``by`` group, over calculations of ``kind``
-    (converged relaxations, or single points)."""
+    """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
+    of the model's Ehull per model and ``by`` group, over calculations of ``kind`` under hull
+    ``convention`` (model-hull conventions: materials whose chemical system is complete);
+    ``near_hull`` (eV/atom) keeps materials with DFT Ehull below it; ``bins`` are the lower
+    edges of the DOF bins (default: the database's)."""
     if kind not in CALC_KINDS:
         raise MliapdbError(
             f"unknown calculation kind {kind!r} - use one of {', '.join(CALC_KINDS)}"
         )
     if by not in GROUPINGS:
         raise MliapdbError(f"unknown grouping {by!r} - use one of {', '.join(GROUPINGS)}")
+    if convention not in CONVENTIONS:
+        raise MliapdbError(
+            f"unknown convention {convention!r} - use one of {', '.join(CONVENTIONS)}"
+        )
     d_symprec, d_method = default_symmetry(con)
     symprec = d_symprec if symprec is None else symprec
     symmetry_method = symmetry_method or d_method
-    where = ["symprec = ?", "symmetry_method = ?", "calc_kind = ?"]
-    params: list = [symprec, symmetry_method, kind]
+    _, d_bins = stats_settings(con)
+    bins = bins or d_bins
+    where = ["symprec = ?", "symmetry_method = ?", "calc_kind = ?", "convention = ?",
+             "hull_complete"]
+    params: list = [symprec, symmetry_method, kind, convention]
     for column, value in (("model", model), ("dataset", dataset), ("settings_hash", settings_hash)):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if near_hull is not None:
+        where.append("dft_e_above_hull < ?")
+        params.append(near_hull)
     where_sql = " AND ".join(where)
     if model is not None and not con.execute(
         "SELECT count(*) FROM calculations WHERE model = ?", [model]
@@ -82,32 +136,149 @@ def ehull_mae(
             f"model '{name}' has results under several relaxation settings ({hashes}) - "
             "pick one with --settings HASH"
         )
+    datasets = con.execute(
+        f"SELECT DISTINCT dataset FROM ehull_errors_all WHERE {where_sql} ORDER BY 1", params
+    ).fetchall()
+    if len(datasets) > 1:
+        raise MliapdbError(
+            f"results span datasets {', '.join(d[0] for d in datasets)} (different MP "
+            "snapshots, never mixed) - pick one with --dataset NAME"
+        )
     expr, label = GROUPINGS[by]
-    group_select = f"{expr} AS {label}, " if expr else ""
-    group_by = "model, " + label if expr else "model"
+    source, order_by, group_by = "ehull_errors_all", label, "model, " + label
+    if by == "dof-bin":
+        bin_label, bin_order = _dof_bin_sql(bins)
+        source = (f"(SELECT * REPLACE ({bin_label} AS dof_bin, {bin_order} AS dof_bin_order) "
+                  "FROM ehull_errors_all)")
+        expr, order_by, group_by = "dof_bin", "dof_bin_order", "model, dof_bin, dof_bin_order"
+    group_select = f"{expr} AS {label}, " if label else ""
+    if not label:
+        group_by = "model"
     sql = f"""
         SELECT model, {group_select}
             count(*) AS n,
             round(avg(abs(e_above_hull_error)) * 1000, 2) AS mae_meV,
+            round(sqrt(avg(e_above_hull_error * e_above_hull_error)) * 1000, 2) AS rmse_meV,
             round(avg(e_above_hull_error) * 1000, 2) AS mean_signed_error_meV,
+            round(median(e_above_hull_error) * 1000, 2) AS median_signed_error_meV,
             round(avg(CASE WHEN e_above_hull_error < 0 THEN 1.0 ELSE 0.0 END), 3)
                 AS frac_underpredicted
-        FROM ehull_errors_all
+        FROM {source}
         WHERE {where_sql}
         GROUP BY {group_by}
-        ORDER BY {group_by}
+        ORDER BY model{", " + order_by if label else ""}
     """
     cur = con.execute(sql, params)
     columns = [d[0] for d in cur.description]
     rows = cur.fetchall()
+    what = {
+        "single_point": "single points on the DFT structures",
+        "relax": "converged relaxations",
+        "relax_fixsym": "converged symmetry-constrained relaxations",
+    }[kind]
+    hull = {
+        "dft-hull": "fixed DFT hull (MP2020-corrected)",
+        "model-hull": "model hull (model's own energies and elemental references; complete "
+                      "chemical systems)",
+        "model-hull-dft-refs": "model hull with DFT elemental references (complete chemical "
+                               "systems)",
+    }[convention]
     description = (
-        "Ehull error = model - DFT (meV/atom), fixed DFT hull (MP2020-corrected), "
-        + ("single points on the DFT structures" if kind == "single_point" else
-           f"converged {'symmetry-constrained ' if kind == 'relax_fixsym' else ''}relaxations")
+        f"Ehull error = model - DFT (meV/atom), {hull}, {what}"
+        + (f", near-hull materials (DFT Ehull < {near_hull * 1000:g} meV/atom)"
+           if near_hull is not None else "")
         + f"; symmetry at symprec {symprec:g} A ({symmetry_method}); "
         "frac_underpredicted = share of materials with model Ehull < DFT Ehull"
+        + (f"; DOF bins from {','.join(map(str, bins))}" if by == "dof-bin" else "")
+        + _stale_note(con, convention)
     )
     return QueryResult(columns, rows, description)
+
+
+def _stale_note(con: duckdb.DuckDBPyConnection, convention: str) -> str:
+    if convention == "dft-hull":
+        return ""
+    from mliapdb.model_hull import n_stale
+
+    stale = n_stale(con)
+    if not stale:
+        return ""
+    return (f"; {stale} model hull(s) missing or stale, their rows are left out - run "
+            "'mliapdb ingest hulls'")
+
+
+def _view_query(
+    con: duckdb.DuckDBPyConnection,
+    view: str,
+    columns: list[tuple[str, str]],
+    filters: dict[str, object],
+    order: str,
+    description: str,
+) -> QueryResult:
+    """SELECT allow-listed ``columns`` (expression, name) from ``view`` with ``filters``
+    (column -> value, None = no filter) as parameters."""
+    where, params = ["TRUE"], []
+    for column, value in filters.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    select = ", ".join(f"{expr} AS {name}" for expr, name in columns)
+    cur = con.execute(
+        f"SELECT {select} FROM {view} WHERE {' AND '.join(where)} ORDER BY {order}", params
+    )
+    return QueryResult([d[0] for d in cur.description], cur.fetchall(), description)
+
+
+def energy_error(
+    con: duckdb.DuckDBPyConnection, model: str | None = None, kind: str = "relax",
+    convention: str = "dft-hull",
+) -> QueryResult:
+    """MAE, mean signed error (meV/atom) and fraction underpredicted of the total and the
+    formation energy per model."""
+    return _view_query(
+        con, "energy_error_stats",
+        [("model", "model"), ("n", "n"),
+         ("round(e_mae * 1000, 2)", "e_mae_meV"),
+         ("round(e_mean_signed_error * 1000, 2)", "e_mean_signed_error_meV"),
+         ("round(e_frac_underpredicted, 3)", "e_frac_underpredicted"),
+         ("round(e_form_mae * 1000, 2)", "e_form_mae_meV"),
+         ("round(e_form_mean_signed_error * 1000, 2)", "e_form_mean_signed_error_meV"),
+         ("round(e_form_frac_underpredicted, 3)", "e_form_frac_underpredicted")],
+        {"model": model, "calc_kind": kind, "convention": convention}, "model",
+        f"total and formation energy error = model - DFT (meV/atom), MP2020-corrected, {kind}, "
+        f"{convention} formation energies" + _stale_note(con, convention),
+    )
+
+
+def stability(
+    con: duckdb.DuckDBPyConnection, model: str | None = None, kind: str = "relax",
+    convention: str = "dft-hull",
+) -> QueryResult:
+    """Stability classification per model at 0 eV/atom: TP/FP/TN/FN, precision, recall, F1,
+    accuracy, DAF."""
+    return _view_query(
+        con, "stability_classification",
+        [("model", "model"), ("n", "n"), ("tp", "tp"), ("fp", "fp"), ("tn", "tn"),
+         ("fn", "fn"), ("round(precision, 3)", "precision"), ("round(recall, 3)", "recall"),
+         ("round(f1, 3)", "f1"), ("round(accuracy, 3)", "accuracy"),
+         ("round(prevalence, 3)", "prevalence"), ("round(daf, 2)", "daf")],
+        {"model": model, "calc_kind": kind, "convention": convention}, "model",
+        f"stable = Ehull <= 0 eV/atom (DFT: truth, model: prediction), {kind}, {convention}; "
+        "DAF = precision / prevalence" + _stale_note(con, convention),
+    )
+
+
+def symmetry(con: duckdb.DuckDBPyConnection, model: str | None = None) -> QueryResult:
+    """Space group kept / lowered / raised / changed after relaxation, per model and kind."""
+    return _view_query(
+        con, "symmetry_changes",
+        [("model", "model"), ("calc_kind", "kind"), ("n", "n"), ("kept", "kept"),
+         ("lowered", "lowered"), ("raised", "raised"), ("changed", "changed"),
+         ("round(frac_kept, 3)", "frac_kept"), ("round(mean_rmsd, 4)", "mean_rmsd_A")],
+        {"model": model}, "model, kind",
+        "space group before (DFT structure) and after relaxation, moyopy at 0.1 A; lowered / "
+        "raised = point group of lower / higher order; rmsd in internal coordinates (A)",
+    )
 
 
 def calculation_summary(

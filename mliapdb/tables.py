@@ -164,6 +164,37 @@ class SpaceGroupRow(SQLModel, table=True):
     crystal_system: str
 
 
+class ModelHullRow(SQLModel, table=True):
+    """Formation energy and Ehull (eV/atom) of one material on one model's own hull."""
+
+    __tablename__ = "model_hull"
+    dataset: str = Field(primary_key=True)
+    model: str = Field(primary_key=True)
+    settings_hash: str = Field(primary_key=True)
+    calc_kind: str = Field(primary_key=True)
+    refs: str = Field(primary_key=True)  # "model" | "dft": elemental references
+    material_id: str = Field(primary_key=True)
+    e_per_atom: float  # model, MP2020-corrected footing
+    e_ref_per_atom: float | None = None
+    e_form_per_atom: float | None = None
+    e_above_hull: float | None = None
+    complete: bool  # every entry of every subsystem has a model energy
+
+
+class ModelHullBuild(SQLModel, table=True):
+    """One build of a model hull and the fingerprint of the inputs it was built from."""
+
+    __tablename__ = "model_hull_builds"
+    dataset: str = Field(primary_key=True)
+    model: str = Field(primary_key=True)
+    settings_hash: str = Field(primary_key=True)
+    calc_kind: str = Field(primary_key=True)
+    fingerprint: str
+    n_entries: int
+    n_complete: int
+    built_at: datetime
+
+
 ALL_TABLES: tuple[type[SQLModel], ...] = (
     SourceFile,
     MpMaterial,
@@ -174,4 +205,6 @@ ALL_TABLES: tuple[type[SQLModel], ...] = (
     ModelRow,
     Calculation,
     SpaceGroupRow,
+    ModelHullRow,
+    ModelHullBuild,
 )

@@ -134,7 +134,8 @@ def test_views_pick_the_energy_of_each_kind(kinds_db: Path) -> None:
             "settings_hash) JOIN dft_stability d USING (dataset, material_id)"
         ).fetchall()
         n_errors = con.execute(
-            "SELECT calc_kind, count(*) FROM ehull_errors GROUP BY ALL ORDER BY 1"
+            "SELECT calc_kind, count(*) FROM ehull_errors WHERE convention = 'dft-hull' "
+            "GROUP BY ALL ORDER BY 1"
         ).fetchall()
     assert len(rows) == 9
     for _mid, kind, model_e, sp_e, relaxed_e, model_ehull, dft_ehull, e_err in rows:
@@ -152,7 +153,8 @@ def test_query_by_kind(kinds_db: Path) -> None:
                      kind, "--format", "csv")
         assert result.exit_code == 0, result.output
         lines = result.stdout.splitlines()
-        assert lines[0] == "model,n,mae_meV,mean_signed_error_meV,frac_underpredicted"
+        assert lines[0] == ("model,n,mae_meV,rmse_meV,mean_signed_error_meV,"
+                            "median_signed_error_meV,frac_underpredicted")
         assert lines[1].split(",")[:2] == [MODEL, "3"]
         out[kind] = float(lines[1].split(",")[2])
     with duckdb.connect(str(kinds_db), read_only=True) as con:

@@ -67,7 +67,10 @@ def test_query_without_calculations_says_what_to_do(db_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--db", str(db_path), "query", "ehull-mae", "--format",
                                       "csv"])
     assert result.exit_code == 0
-    assert result.stdout == "model,dof,n,mae_meV,mean_signed_error_meV,frac_underpredicted\n"
+    assert result.stdout == (
+        "model,dof,n,mae_meV,rmse_meV,mean_signed_error_meV,median_signed_error_meV,"
+        "frac_underpredicted\n"
+    )
     assert result.stderr.splitlines()[-1] == (
-        "no converged relaxations match - run 'mliapdb ingest relax --model MODEL' first"
+        "no usable calculations match - run 'mliapdb ingest relax --model MODEL' first"
     )

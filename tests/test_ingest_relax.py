@@ -75,7 +75,10 @@ def test_query_prints_real_table(db_path: Path, relaxed) -> None:
     result = run("--db", str(db_path), "query", "ehull-mae", "--by", "dof", "--format", "csv")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == "model,dof,n,mae_meV,mean_signed_error_meV,frac_underpredicted"
+    assert lines[0] == (
+        "model,dof,n,mae_meV,rmse_meV,mean_signed_error_meV,median_signed_error_meV,"
+        "frac_underpredicted"
+    )
     assert sum(int(line.split(",")[2]) for line in lines[1:]) == 3
 
 

@@ -69,10 +69,14 @@ def test_ehull_mae_by_model_exact_output(db_path: Path) -> None:
     result = run("--db", str(db_path), "query", "ehull-mae", "--by", "model")
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        "model    n  mae_meV  mean_signed_error_meV  frac_underpredicted\n"
-        "-------  -  -------  ---------------------  -------------------\n"
-        "model-a  4       25                    -20                 0.75\n"
-        "raw-b    4       25                    -20                 0.75\n"
+        "model    n  mae_meV  rmse_meV  mean_signed_error_meV  median_signed_error_meV"
+        "  frac_underpredicted\n"
+        "-------  -  -------  --------  ---------------------  -----------------------"
+        "  -------------------\n"
+        "model-a  4       25     27.39                    -20                      -25"
+        "                 0.75\n"
+        "raw-b    4       25     27.39                    -20                      -25"
+        "                 0.75\n"
     )
     assert result.stderr == (
         "Ehull error = model - DFT (meV/atom), fixed DFT hull (MP2020-corrected), converged "
@@ -84,16 +88,21 @@ def test_ehull_mae_by_model_exact_output(db_path: Path) -> None:
 def test_ehull_mae_formats(db_path: Path) -> None:
     args = ["--db", str(db_path), "query", "ehull-mae", "--by", "model", "--model", "model-a"]
     assert run(*args, "--format", "csv").stdout == (
-        "model,n,mae_meV,mean_signed_error_meV,frac_underpredicted\nmodel-a,4,25.0,-20.0,0.75\n"
+        "model,n,mae_meV,rmse_meV,mean_signed_error_meV,median_signed_error_meV,"
+        "frac_underpredicted\nmodel-a,4,25.0,27.39,-20.0,-25.0,0.75\n"
     )
     assert json.loads(run(*args, "--format", "json").stdout) == [
-        {"model": "model-a", "n": 4, "mae_meV": 25.0, "mean_signed_error_meV": -20.0,
+        {"model": "model-a", "n": 4, "mae_meV": 25.0, "rmse_meV": 27.39,
+         "mean_signed_error_meV": -20.0, "median_signed_error_meV": -25.0,
          "frac_underpredicted": 0.75}
     ]
     assert run(*args, "--format", "markdown").stdout == (
-        "| model   | n | mae_meV | mean_signed_error_meV | frac_underpredicted |\n"
-        "|---------|--:|--------:|----------------------:|--------------------:|\n"
-        "| model-a | 4 |      25 |                   -20 |                0.75 |\n"
+        "| model   | n | mae_meV | rmse_meV | mean_signed_error_meV | median_signed_error_meV"
+        " | frac_underpredicted |\n"
+        "|---------|--:|--------:|---------:|----------------------:|------------------------:"
+        "|--------------------:|\n"
+        "| model-a | 4 |      25 |    27.39 |                   -20 |                     -25"
+        " |                0.75 |\n"
     )
 
 
@@ -113,10 +122,14 @@ def test_ehull_mae_by_group_matches_direct_computation(db_path: Path, by: str, c
     groups: dict = {}
     for key, err in rows:
         groups.setdefault(key, []).append(err)
+    import statistics
+
     expected = [
         {"model": "model-a", column: key, "n": len(errs),
          "mae_meV": round(1000 * sum(abs(x) for x in errs) / len(errs), 2),
+         "rmse_meV": round(1000 * (sum(x * x for x in errs) / len(errs)) ** 0.5, 2),
          "mean_signed_error_meV": round(1000 * sum(errs) / len(errs), 2),
+         "median_signed_error_meV": round(1000 * statistics.median(errs), 2),
          "frac_underpredicted": round(sum(x < 0 for x in errs) / len(errs), 3)}
         for key, errs in sorted(groups.items())
     ]

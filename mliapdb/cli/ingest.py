@@ -71,6 +71,7 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> Non
             con, paths, dataset=dataset, symprecs=symprecs, method=symmetry_method,
             progress=progress_bar,
         )
+        refresh_model_hulls(con)
     finally:
         con.close()
     for file, mid, reason in report.rejected:
@@ -88,6 +89,42 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> Non
           report.n_symmetry, report.n_hull)],
         fmt,
     )
+
+
+def refresh_model_hulls(con) -> None:
+    """Rebuild the model hulls whose inputs changed (one status line per hull)."""
+    from mliapdb.model_hull import rebuild_model_hulls
+
+    for built in rebuild_model_hulls(con):
+        k = built.key
+        status(
+            f"model hull {k.model} ({k.calc_kind}, settings {k.settings_hash}, dataset "
+            f"{k.dataset}): {built.n_entries} entries, {built.n_complete} with complete "
+            "chemical systems"
+        )
+
+
+@ingest.command("hulls")
+@db_option
+@click.pass_context
+def hulls(ctx, db_path) -> None:
+    """Rebuild the model hulls (model-hull conventions) whose inputs changed.
+
+    'ingest entries' and 'ingest relax' do this at the end of every run; the views never
+    serve a stale hull (its rows disappear until it is rebuilt).
+    """
+    from mliapdb import db
+    from mliapdb.model_hull import n_stale
+
+    path = resolve_db(ctx, db_path)
+    con = db.connect(path)
+    try:
+        before = n_stale(con)
+        refresh_model_hulls(con)
+    finally:
+        con.close()
+    status(f"{path}: {before} model hull(s) rebuilt" if before else f"{path}: all model hulls "
+           "are up to date")
 
 
 def _log_result(target, result) -> None:
@@ -221,6 +258,7 @@ def relax(
                 threads=threads or None, kind=kind.replace("-", "_"), force=force,
                 engine=engine, max_atoms=max_atoms,
             )
+        refresh_model_hulls(con)
     finally:
         con.close()
     if report.n_leftover_parts and on_cluster is None:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from mliapdb import __version__
-from mliapdb.cli import ingest, models, query, sql
+from mliapdb.cli import ingest, models, query, report, sql
 from mliapdb.config import DEFAULT_DB
 from mliapdb.errors import MliapdbError
 
@@ -43,6 +43,7 @@ cli.add_command(ingest.ingest)
 cli.add_command(query.query)
 cli.add_command(sql.sql)
 cli.add_command(models.models)
+cli.add_command(report.report)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

@@ -6,7 +6,7 @@ import click
 
 from mliapdb.cli.common import db_option, resolve_db
 from mliapdb.cli.output import emit, format_option, status
-from mliapdb.queries import GROUPINGS
+from mliapdb.queries import CONVENTIONS, GROUPINGS
 
 
 def _run_query(ctx: click.Context, db_path: str | None, fmt: str, func, **kwargs):
@@ -29,6 +29,24 @@ def query() -> None:
     """Statistics of model vs DFT stability, computed by SQL."""
 
 
+KIND = click.option(
+    "--kind",
+    type=click.Choice(["relax", "relax-fixsym", "single-point"]),
+    default="relax",
+    show_default=True,
+    help="Calculation kind: relaxed, symmetry-constrained relaxed, or single-point energies.",
+)
+CONVENTION = click.option(
+    "--convention",
+    type=click.Choice(list(CONVENTIONS)),
+    default="dft-hull",
+    show_default=True,
+    help="dft-hull: fixed DFT hull; model-hull: hull of the model's own energies; "
+    "model-hull-dft-refs: that hull with DFT elemental references.",
+)
+MODEL = click.option("--model", default=None, help="Only this model.")
+
+
 @query.command("ehull-mae")
 @click.option(
     "--by",
@@ -37,13 +55,21 @@ def query() -> None:
     show_default=True,
     help="Group materials by this property (always also by model).",
 )
-@click.option("--model", default=None, help="Only this model.")
+@MODEL
+@KIND
+@CONVENTION
 @click.option(
-    "--kind",
-    type=click.Choice(["relax", "relax-fixsym", "single-point"]),
-    default="relax",
-    show_default=True,
-    help="Calculation kind: relaxed, symmetry-constrained relaxed, or single-point energies.",
+    "--near-hull",
+    "near_hull",
+    type=float,
+    default=None,
+    help="Only materials with DFT Ehull below this (eV/atom), e.g. 0.05.",
+)
+@click.option(
+    "--bins",
+    default=None,
+    help="Lower edges of the DOF bins for --by dof-bin, e.g. 1,2,4,8,16 (default: the "
+    "database's, 1,2,4,8,16,32).",
 )
 @click.option("--dataset", default=None, help="Only this dataset.")
 @click.option("--settings", "settings_hash", default=None, help="Only this settings hash.")
@@ -58,18 +84,95 @@ def query() -> None:
 @db_option
 @click.pass_context
 def ehull_mae(
-    ctx, by, model, kind, dataset, settings_hash, symprec, symmetry_method, fmt, db_path
+    ctx, by, model, kind, convention, near_hull, bins, dataset, settings_hash, symprec,
+    symmetry_method, fmt, db_path,
 ):
-    """Count, MAE, mean signed error (meV/atom) and fraction underpredicted of Ehull."""
+    """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
+    of Ehull, per model and group."""
     from mliapdb.queries import ehull_mae as run
+    from mliapdb.queries import parse_bins
 
     result = _run_query(
         ctx, db_path, fmt, run, by=by, model=model, dataset=dataset,
         settings_hash=settings_hash, symprec=symprec, symmetry_method=symmetry_method,
-        kind=kind.replace("-", "_"),
+        kind=kind.replace("-", "_"), convention=convention, near_hull=near_hull,
+        bins=parse_bins(bins) if bins else None,
     )
     if not result.rows:
-        status("no converged relaxations match - run 'mliapdb ingest relax --model MODEL' first")
+        status("no usable calculations match - run 'mliapdb ingest relax --model MODEL' first")
+
+
+@query.command("near-hull")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="DFT Ehull below which a material is near the hull, eV/atom (default: the "
+    "database's, 0.05).",
+)
+@click.option(
+    "--by",
+    type=click.Choice(list(GROUPINGS)),
+    default="model",
+    show_default=True,
+    help="Group materials by this property (always also by model).",
+)
+@MODEL
+@KIND
+@CONVENTION
+@format_option
+@db_option
+@click.pass_context
+def near_hull(ctx, threshold, by, model, kind, convention, fmt, db_path):
+    """Ehull errors of the near-hull materials: are they underpredicted?"""
+    from mliapdb import db
+    from mliapdb.queries import ehull_mae as run
+    from mliapdb.queries import stats_settings
+
+    if threshold is None:
+        con = db.connect(resolve_db(ctx, db_path), read_only=True)
+        try:
+            threshold = stats_settings(con)[0]
+        finally:
+            con.close()
+    _run_query(ctx, db_path, fmt, run, by=by, model=model, kind=kind.replace("-", "_"),
+               convention=convention, near_hull=threshold)
+
+
+def _per_model_query(name: str, function: str, help_text: str) -> None:
+    """Register ``mliapdb query NAME``: ``mliapdb.queries.FUNCTION`` per model, with --model,
+    --kind and --convention."""
+
+    @query.command(name, help=help_text)
+    @MODEL
+    @KIND
+    @CONVENTION
+    @format_option
+    @db_option
+    @click.pass_context
+    def command(ctx, model, kind, convention, fmt, db_path):
+        from mliapdb import queries
+
+        _run_query(ctx, db_path, fmt, getattr(queries, function), model=model,
+                   kind=kind.replace("-", "_"), convention=convention)
+
+
+_per_model_query("energy-error", "energy_error",
+                 "Total and formation energy errors (meV/atom) per model.")
+_per_model_query("stability", "stability",
+                 "Stability classification per model: TP/FP/TN/FN, precision, recall, F1, DAF.")
+
+
+@query.command("symmetry")
+@MODEL
+@format_option
+@db_option
+@click.pass_context
+def symmetry(ctx, model, fmt, db_path):
+    """Space group kept / lowered / raised after relaxation, and RMSD, per model."""
+    from mliapdb.queries import symmetry as run
+
+    _run_query(ctx, db_path, fmt, run, model=model)
 
 
 @query.command("calculations")

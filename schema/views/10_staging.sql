@@ -77,3 +77,44 @@ JOIN stg_dft_entries AS d ON d.dataset = c.dataset AND d.material_id = c.materia
 LEFT JOIN space_groups AS gb ON gb.number = c.spacegroup_before
 LEFT JOIN space_groups AS ga ON ga.number = c.spacegroup_after
 WHERE c.status IN ('ok', 'not_converged');
+
+-- Statistics settings: near-hull threshold (eV/atom) and DOF bin lower edges.
+CREATE OR REPLACE VIEW stg_stats_settings AS
+SELECT
+    (SELECT CAST(value AS DOUBLE) FROM db_settings WHERE key = 'near_hull_threshold')
+        AS near_hull_threshold,
+    (SELECT list_transform(string_split(value, ','), lambda x: CAST(trim(x) AS INTEGER))
+        FROM db_settings WHERE key = 'dof_bins') AS dof_bins;
+
+-- Fingerprint of a dataset's DFT entries (count and an order-free hash).
+CREATE OR REPLACE VIEW stg_dft_fingerprints AS
+SELECT
+    dataset,
+    count(*)::VARCHAR || ':'
+        || bit_xor(hash(material_id, energy_corrected, n_atoms, compat_status))::VARCHAR
+        AS dft_fingerprint
+FROM dft_entries
+GROUP BY dataset;
+
+-- The inputs of each model hull and their fingerprint: a build is fresh while it matches.
+CREATE OR REPLACE VIEW stg_model_hull_inputs AS
+SELECT
+    e.dataset,
+    e.model,
+    e.settings_hash,
+    e.calc_kind,
+    count(*) AS n_entries,
+    count(*)::VARCHAR || ':' || bit_xor(hash(e.material_id, e.e_per_atom_model))::VARCHAR
+        || '|' || any_value(f.dft_fingerprint) AS fingerprint
+FROM stg_model_energies AS e
+JOIN stg_dft_fingerprints AS f ON f.dataset = e.dataset
+WHERE e.e_per_atom_model IS NOT NULL
+GROUP BY e.dataset, e.model, e.settings_hash, e.calc_kind;
+
+-- Model-hull rows of fresh builds only (a stale or missing build serves nothing).
+CREATE OR REPLACE VIEW stg_model_hull AS
+SELECT h.*
+FROM model_hull AS h
+JOIN model_hull_builds AS b USING (dataset, model, settings_hash, calc_kind)
+JOIN stg_model_hull_inputs AS i USING (dataset, model, settings_hash, calc_kind)
+WHERE b.fingerprint = i.fingerprint;

@@ -1,0 +1,194 @@
+"""The model-hull conventions: convex hulls rebuilt from one model's own energies.
+
+For each (dataset, model, settings hash, calculation kind) with usable model energies
+(``stg_model_energies.e_per_atom_model``: MP2020-corrected footing, eV/atom), two hulls:
+
+* ``refs = "model"``: every entry with a model energy, elements included, so the elemental
+  references are the model's lowest elemental energies;
+* ``refs = "dft"``: the compounds' model energies against the DFT elemental entries (the
+  formation energies use DFT references); elemental materials get no row.
+
+A material's row is ``complete`` when every accepted DFT entry of every subsystem of its
+chemical system (elements included for ``"model"``) has a model energy: only then is its hull
+the one the model predicts for all competing phases. Missing entries (failed or unconverged
+relaxations) can only raise the hull and lower the model's Ehull, so the statistics views use
+complete rows only.
+
+Each build stores the fingerprint of its inputs (``stg_model_hull_inputs``: count and an
+order-free hash of the model energies, plus the dataset's DFT entries). The views serve a
+build only while the fingerprint matches, so a hull is never served stale;
+:func:`rebuild_model_hulls` rebuilds the stale ones (``mliapdb ingest`` does at the end of
+every run; ``mliapdb ingest hulls`` on demand).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+
+from mliapdb.db import insert_rows, now, transaction
+
+REFS = ("model", "dft")
+"""Elemental references of the model-hull conventions (``model-hull``, ``model-hull-dft-refs``)."""
+
+
+@dataclass(frozen=True)
+class HullKey:
+    dataset: str
+    model: str
+    settings_hash: str
+    calc_kind: str
+
+
+@dataclass
+class BuildReport:
+    key: HullKey
+    n_entries: int
+    n_complete: int
+
+
+def stale_keys(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[HullKey, str]], list[HullKey]]:
+    """(keys to build with their current fingerprint, keys whose inputs are gone)."""
+    rows = con.execute(
+        "SELECT i.dataset, i.model, i.settings_hash, i.calc_kind, i.fingerprint "
+        "FROM stg_model_hull_inputs i LEFT JOIN model_hull_builds b "
+        "USING (dataset, model, settings_hash, calc_kind) "
+        "WHERE b.fingerprint IS DISTINCT FROM i.fingerprint ORDER BY ALL"
+    ).fetchall()
+    gone = con.execute(
+        "SELECT b.dataset, b.model, b.settings_hash, b.calc_kind FROM model_hull_builds b "
+        "ANTI JOIN stg_model_hull_inputs i USING (dataset, model, settings_hash, calc_kind) "
+        "ORDER BY ALL"
+    ).fetchall()
+    return [(HullKey(*r[:4]), r[4]) for r in rows], [HullKey(*r) for r in gone]
+
+
+def n_stale(con: duckdb.DuckDBPyConnection) -> int:
+    """How many model hulls the views cannot serve now (missing or stale builds)."""
+    return len(stale_keys(con)[0])
+
+
+def rebuild_model_hulls(
+    con: duckdb.DuckDBPyConnection, keys: Sequence[HullKey] | None = None
+) -> list[BuildReport]:
+    """Rebuild every stale model hull (or only ``keys`` among them), each in one transaction;
+    delete builds whose inputs are gone. Returns what was built."""
+    build, gone = stale_keys(con)
+    reports = []
+    for key in gone:
+        with transaction(con):
+            _delete(con, key)
+    for key, fingerprint in build:
+        if keys is not None and key not in keys:
+            continue
+        with transaction(con):
+            reports.append(_build(con, key, fingerprint))
+    return reports
+
+
+def _delete(con: duckdb.DuckDBPyConnection, key: HullKey) -> None:
+    params = [key.dataset, key.model, key.settings_hash, key.calc_kind]
+    where = "dataset = ? AND model = ? AND settings_hash = ? AND calc_kind = ?"
+    con.execute(f"DELETE FROM model_hull WHERE {where}", params).fetchall()
+    con.execute(f"DELETE FROM model_hull_builds WHERE {where}", params).fetchall()
+
+
+def _masks(compositions: list[dict]) -> tuple[list[int], dict[str, int]]:
+    """Element bit masks of compositions (one bit per element)."""
+    bits: dict[str, int] = {}
+    masks = []
+    for comp in compositions:
+        mask = 0
+        for el, amount in comp.items():
+            if amount > 0:
+                mask |= 1 << bits.setdefault(el, len(bits))
+        masks.append(mask)
+    return masks, bits
+
+
+def _subsets(mask: int) -> list[int]:
+    """Non-empty sub-masks of ``mask``."""
+    out, sub = [], mask
+    while sub:
+        out.append(sub)
+        sub = (sub - 1) & mask
+    return out
+
+
+def _build(con: duckdb.DuckDBPyConnection, key: HullKey, fingerprint: str) -> BuildReport:
+    from mliapdb.hull import compute_hull
+
+    model_rows = con.execute(
+        "SELECT e.material_id, m.composition, e.e_per_atom_model FROM stg_model_energies e "
+        "JOIN mp_materials m USING (dataset, material_id) WHERE e.dataset = ? AND e.model = ? "
+        "AND e.settings_hash = ? AND e.calc_kind = ? AND e.e_per_atom_model IS NOT NULL "
+        "ORDER BY e.material_id",
+        [key.dataset, key.model, key.settings_hash, key.calc_kind],
+    ).fetchall()
+    dft_rows = con.execute(
+        "SELECT m.material_id, m.composition, e.energy_corrected / e.n_atoms "
+        "FROM mp_materials m JOIN dft_entries e USING (dataset, material_id) "
+        "WHERE m.dataset = ? AND e.compat_status = 'ok' ORDER BY m.material_id",
+        [key.dataset],
+    ).fetchall()
+    _delete(con, key)
+    dft_comps = [json.loads(r[1]) for r in dft_rows]
+    model_ids = {r[0] for r in model_rows}
+    masks, bits = _masks(dft_comps)
+    mask_of = {r[0]: m for r, m in zip(dft_rows, masks, strict=True)}
+    single = {1 << b for b in bits.values()}
+    missing_all = {m for r, m in zip(dft_rows, masks, strict=True) if r[0] not in model_ids}
+    missing_compounds = missing_all - single
+
+    def complete(material_id: str, missing: set[int]) -> bool:
+        if not missing:
+            return True
+        return not any(sub in missing for sub in _subsets(mask_of[material_id]))
+
+    stamp = now()
+    rows = []
+    n_complete = 0
+    if model_rows:
+        comps = [json.loads(r[1]) for r in model_rows]
+        energies = [r[2] for r in model_rows]
+        own = compute_hull(comps, energies)
+        for i, r in enumerate(model_rows):
+            ok = complete(r[0], missing_all)
+            n_complete += ok
+            rows.append(_row(key, "model", r[0], energies[i], own, i, ok))
+        # DFT elemental references: compounds' model energies + DFT elemental entries
+        compound = [i for i, c in enumerate(comps) if sum(v > 0 for v in c.values()) > 1]
+        elements = [i for i, c in enumerate(dft_comps) if sum(v > 0 for v in c.values()) == 1]
+        if compound:
+            mixed = compute_hull(
+                [comps[i] for i in compound] + [dft_comps[j] for j in elements],
+                [energies[i] for i in compound] + [dft_rows[j][2] for j in elements],
+            )
+            for k, i in enumerate(compound):
+                r = model_rows[i]
+                rows.append(_row(key, "dft", r[0], energies[i], mixed, k,
+                                 complete(r[0], missing_compounds)))
+    insert_rows(con, "model_hull", rows)
+    insert_rows(con, "model_hull_builds", [{
+        "dataset": key.dataset, "model": key.model, "settings_hash": key.settings_hash,
+        "calc_kind": key.calc_kind, "fingerprint": fingerprint,
+        "n_entries": len(model_rows), "n_complete": int(n_complete), "built_at": stamp,
+    }])
+    return BuildReport(key, len(model_rows), int(n_complete))
+
+
+def _row(key: HullKey, refs: str, material_id: str, e_per_atom: float, result, i: int,
+         complete: bool) -> dict:
+    def num(x: float) -> float | None:
+        return None if x != x else float(x)  # NaN -> NULL (no elemental reference)
+
+    return {
+        "dataset": key.dataset, "model": key.model, "settings_hash": key.settings_hash,
+        "calc_kind": key.calc_kind, "refs": refs, "material_id": material_id,
+        "e_per_atom": float(e_per_atom), "e_ref_per_atom": num(result.e_ref_per_atom[i]),
+        "e_form_per_atom": num(result.e_form_per_atom[i]),
+        "e_above_hull": num(result.e_above_hull[i]), "complete": bool(complete),
+    }

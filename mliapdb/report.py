@@ -1,0 +1,773 @@
+"""The study report: Markdown and HTML tables with PNG figures, computed by SQL over the
+statistics views (``ehull_error_stats``, ``near_hull_stats``, ``energy_error_stats``,
+``stability_classification``, ``symmetry_changes``, ``ehull_errors``) and ``models`` /
+``materials``. Energies are reported in meV/atom; errors are model - DFT.
+
+Figures (matplotlib, Agg canvas, 120 dpi), one set per Ehull convention ``<convention>``:
+
+- ``parity_<convention>.png``: model vs DFT Ehull (meV/atom), one panel per model, y = x line.
+- ``ehull_error_vs_dof_<convention>.png``: box plot of the signed Ehull error (meV/atom) per
+  DOF bin, one panel per model.
+- ``frac_under_vs_dof_<convention>.png``: fraction of materials whose Ehull is underpredicted
+  per DOF bin, one line per model (one panel).
+- ``near_hull_hist_<convention>.png``: histogram of the signed Ehull error (meV/atom) of the
+  near-hull materials, models overlaid (one panel); left out when no material is near the hull.
+
+A "model" is a model x settings hash; its label carries the first 8 characters of the hash
+only when one model has results under several settings.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mliapdb.errors import MliapdbError
+
+CONVENTIONS = ("dft-hull", "model-hull", "model-hull-dft-refs")
+KINDS = {"relax": "relax", "relax-fixsym": "relax_fixsym", "single-point": "single_point"}
+_KIND_OPTION = {v: k for k, v in KINDS.items()}  # calc_kind -> --kind value
+HIGH_DOF = 40  # claim (c): DOF > HIGH_DOF is "high DOF"
+MAE_CLAIM_MEV = 30.0  # claim (b), meV/atom
+HIGH_DOF_MAE_CLAIM_MEV = 40.0  # claim (c), meV/atom
+DPI = 120
+PANEL_SIZE = (4.0, 3.6)  # inches per panel of a multi-panel figure
+SINGLE_SIZE = (6.0, 4.0)  # inches, a one-panel figure
+MAX_COLS = 3
+
+CONVENTION_TEXT = {
+    "dft-hull": "Fixed DFT hull (model Ehull = DFT Ehull + model formation-energy error)",
+    "model-hull": "Hull rebuilt from the model's own energies, model elemental references",
+    "model-hull-dft-refs": "Hull rebuilt from the model's own energies, DFT elemental references",
+}
+
+
+# --- report structure ---------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A table of pre-formatted cells; ``numeric`` columns are right-aligned."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    numeric: list[bool]
+    note: str = ""
+
+
+@dataclass
+class FigureFile:
+    """A PNG written next to the report."""
+
+    name: str
+    caption: str
+    n_panels: int
+
+
+@dataclass
+class Section:
+    title: str
+    text: list[str] = field(default_factory=list)  # paragraphs
+    items: list[str] = field(default_factory=list)  # bullet list
+    tables: list[Table] = field(default_factory=list)
+    figures: list[FigureFile] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    title: str
+    header: list[tuple[str, str]]
+    sections: list[Section]
+
+    def to_markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        out += [f"- **{k}**: {v}" for k, v in self.header]
+        out.append("")
+        for sec in self.sections:
+            out += [f"## {sec.title}", ""]
+            for par in sec.text:
+                out += [par, ""]
+            if sec.items:
+                out += [f"- {item}" for item in sec.items] + [""]
+            for table in sec.tables:
+                if table.title:
+                    out += [f"### {table.title}", ""]
+                if table.note:
+                    out += [table.note, ""]
+                out += [_markdown_table(table), ""]
+            for fig in sec.figures:
+                out += [f"![{fig.caption}]({fig.name})", "", f"*{fig.caption}*", ""]
+        return "\n".join(out).rstrip() + "\n"
+
+    def to_html(self) -> str:
+        e = html.escape
+        out = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{e(self.title)}</title>",
+            f"<style>{_CSS}</style>",
+            "</head><body>",
+            f"<h1>{e(self.title)}</h1>",
+            "<dl>",
+        ]
+        out += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in self.header]
+        out.append("</dl>")
+        for sec in self.sections:
+            out.append(f"<h2>{e(sec.title)}</h2>")
+            out += [f"<p>{e(par)}</p>" for par in sec.text]
+            if sec.items:
+                out += ["<ul>"] + [f"<li>{e(item)}</li>" for item in sec.items] + ["</ul>"]
+            for table in sec.tables:
+                if table.title:
+                    out.append(f"<h3>{e(table.title)}</h3>")
+                if table.note:
+                    out.append(f'<p class="note">{e(table.note)}</p>')
+                out.append(_html_table(table))
+            for fig in sec.figures:
+                out.append(
+                    f'<figure><img src="{e(fig.name)}" alt="{e(fig.caption)}">'
+                    f"<figcaption>{e(fig.caption)}</figcaption></figure>"
+                )
+        out.append("</body></html>")
+        return "\n".join(out) + "\n"
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;"
+    "color:#222}table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+    "th,td{border:1px solid #ccc;padding:3px 8px}th{background:#f2f2f2}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    "dt{font-weight:bold;float:left;clear:left;width:11em}dd{margin-left:12em}"
+    "img{max-width:100%}figure{margin:1em 0}figcaption{font-style:italic}"
+    ".note{color:#555}"
+)
+
+
+def _markdown_table(table: Table) -> str:
+    widths = [
+        max([len(c)] + [len(r[i]) for r in table.rows]) for i, c in enumerate(table.columns)
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(
+            c.rjust(w) if num else c.ljust(w)
+            for c, w, num in zip(cells, widths, table.numeric, strict=True)
+        ) + " |"
+
+    rule = "|" + "|".join(
+        "-" * (w + 1) + ":" if num else "-" * (w + 2)
+        for w, num in zip(widths, table.numeric, strict=True)
+    ) + "|"
+    return "\n".join([line(table.columns), rule] + [line(r) for r in table.rows])
+
+
+def _html_table(table: Table) -> str:
+    e = html.escape
+    out = ["<table>", "<tr>" + "".join(f"<th>{e(c)}</th>" for c in table.columns) + "</tr>"]
+    for row in table.rows:
+        out.append("<tr>" + "".join(
+            f'<td class="num">{e(c)}</td>' if num else f"<td>{e(c)}</td>"
+            for c, num in zip(row, table.numeric, strict=True)
+        ) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+# --- formatting -----------------------------------------------------------------------------
+
+
+def _mev(x: float | None) -> str:
+    """eV/atom -> meV/atom, one decimal."""
+    if x is None or math.isnan(x):
+        return ""
+    text = f"{1000 * x:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
+def _frac(x: float | None) -> str:
+    return "" if x is None or math.isnan(x) else f"{x:.3f}"
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def _table(title: str, columns: list[tuple[str, bool]], rows: list[list[str]], note: str = ""):
+    return Table(title, [c for c, _ in columns], rows, [n for _, n in columns], note)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Series:
+    """One model x settings hash: what a table row or a figure panel shows."""
+
+    model: str
+    settings_hash: str
+    label: str
+
+
+def _fetch(con, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    cur = con.execute(sql, list(params))
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _select_series(con, calc_kind: str, models: Sequence[str] | None) -> list[Series]:
+    """The model x settings with usable results of ``calc_kind``; errors name the fix."""
+    registered = {r[0] for r in con.execute("SELECT name FROM models").fetchall()}
+    for name in models or ():
+        if name not in registered:
+            known = ", ".join(sorted(registered)) or "none"
+            raise MliapdbError(
+                f"no model '{name}' in the database (registered: {known}) - run "
+                f"'mliapdb ingest relax --model {name}' first"
+            )
+    kinds = dict(con.execute(
+        "SELECT calc_kind, count(*) FROM ehull_errors WHERE convention = 'dft-hull' "
+        "GROUP BY calc_kind"
+    ).fetchall())
+    if not kinds:
+        raise MliapdbError(
+            "no model calculations in DB - run 'mliapdb ingest relax --model MODEL' first"
+        )
+    option = _KIND_OPTION[calc_kind]
+    rows = con.execute(
+        "SELECT DISTINCT model, settings_hash FROM ehull_errors "
+        "WHERE calc_kind = ? AND convention = 'dft-hull' ORDER BY model, settings_hash",
+        [calc_kind],
+    ).fetchall()
+    if models:
+        rows = [r for r in rows if r[0] in models]
+    if not rows:
+        have = ", ".join(sorted(_KIND_OPTION.get(k, k) for k in kinds))
+        which = f"model {', '.join(models)}" if models else "any model"
+        raise MliapdbError(
+            f"no usable {option} calculations of {which} in DB (have: {have}) - run "
+            f"'mliapdb ingest relax --kind {option} --model MODEL' first"
+        )
+    per_model: dict[str, int] = {}
+    for model, _ in rows:
+        per_model[model] = per_model.get(model, 0) + 1
+    return [
+        Series(m, h, m if per_model[m] == 1 else f"{m} ({h[:8]})") for m, h in rows
+    ]
+
+
+def _series_filter(series: Sequence[Series]) -> tuple[str, list[str]]:
+    clause = " OR ".join(["(model = ? AND settings_hash = ?)"] * len(series))
+    params = [x for s in series for x in (s.model, s.settings_hash)]
+    return f"({clause})", params
+
+
+def _by_series(rows: list[dict], series: Sequence[Series]) -> dict[Series, list[dict]]:
+    index = {(s.model, s.settings_hash): s for s in series}
+    out: dict[Series, list[dict]] = {s: [] for s in series}
+    for row in rows:
+        key = index.get((row["model"], row["settings_hash"]))
+        if key is not None:
+            out[key].append(row)
+    return out
+
+
+@dataclass
+class ConventionData:
+    """Everything one convention's section shows, rows from the views (eV/atom)."""
+
+    convention: str
+    stats: dict[Series, list[dict]]  # ehull_error_stats
+    near: dict[Series, list[dict]]  # near_hull_stats
+    energy: dict[Series, list[dict]]  # energy_error_stats
+    classification: dict[Series, list[dict]]  # stability_classification
+    errors: dict[Series, list[dict]]  # ehull_errors (complete rows)
+
+    def grouped(self, which: str, series: Series, grouping: str) -> list[dict]:
+        rows = (self.stats if which == "all" else self.near)[series]
+        return sorted(
+            (r for r in rows if r["grouping"] == grouping),
+            key=lambda r: (r["group_order"], r["group_value"]),
+        )
+
+
+def _load_convention(
+    con, calc_kind: str, convention: str, series: Sequence[Series]
+) -> ConventionData:
+    where, params = _series_filter(series)
+    params = [calc_kind, convention, *params]
+    cond = f"calc_kind = ? AND convention = ? AND {where}"
+
+    def get(view: str) -> dict[Series, list[dict]]:
+        return _by_series(_fetch(con, f"SELECT * FROM {view} WHERE {cond}", params), series)
+
+    errors = _fetch(
+        con,
+        "SELECT model, settings_hash, dof, dof_bin, dof_bin_order, near_hull, "
+        "dft_e_above_hull, model_e_above_hull, e_above_hull_error FROM ehull_errors "
+        f"WHERE hull_complete AND {cond} ORDER BY dataset, material_id",
+        params,
+    )
+    return ConventionData(
+        convention=convention,
+        stats=get("ehull_error_stats"),
+        near=get("near_hull_stats"),
+        energy=get("energy_error_stats"),
+        classification=get("stability_classification"),
+        errors=_by_series(errors, series),
+    )
+
+
+# --- claims ---------------------------------------------------------------------------------
+
+
+def _pooled_mae(rows: list[dict]) -> tuple[float | None, int]:
+    """Count-weighted MAE (eV/atom) of per-DOF groups: exact, since MAE is a mean."""
+    n = sum(r["n"] for r in rows)
+    if not n:
+        return None, 0
+    return sum(r["n"] * r["mae"] for r in rows) / n, n
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def claims(data: ConventionData, series: Series) -> list[str]:
+    """The study's four claims (see :data:`CLAIMS_TEXT`) for one model and convention, as
+    computed statements with their numbers (meV/atom)."""
+    overall = data.grouped("all", series, "all")
+    if not overall:
+        return [f"{series.label}, {data.convention}: no complete results"]
+    a = overall[0]
+
+    def under(r: dict) -> str:
+        holds = r["mean_signed_error"] < 0 and r["frac_underpredicted"] > 0.5
+        return (
+            f"{_yes(holds)} (mean signed error {_mev(r['mean_signed_error'])} meV/atom, "
+            f"fraction underpredicted {_frac(r['frac_underpredicted'])}, n = {r['n']})"
+        )
+
+    out = [
+        f"(a) Ehull systematically underpredicted: {under(a)}",
+        f"(b) MAE > {MAE_CLAIM_MEV:g} meV/atom: {_yes(1000 * a['mae'] > MAE_CLAIM_MEV)} "
+        f"(MAE {_mev(a['mae'])} meV/atom, n = {a['n']})",
+    ]
+    by_dof = data.grouped("all", series, "dof")
+    high, n_high = _pooled_mae([r for r in by_dof if r["group_order"] > HIGH_DOF])
+    low, n_low = _pooled_mae([r for r in by_dof if r["group_order"] <= HIGH_DOF])
+    head = (
+        f"(c) MAE at DOF > {HIGH_DOF} above {HIGH_DOF_MAE_CLAIM_MEV:g} meV/atom and above the "
+        f"MAE at DOF <= {HIGH_DOF}:"
+    )
+    if high is None or low is None:
+        missing = f"DOF > {HIGH_DOF}" if high is None else f"DOF <= {HIGH_DOF}"
+        out.append(f"{head} not determined (no materials with {missing})")
+    else:
+        holds = 1000 * high > HIGH_DOF_MAE_CLAIM_MEV and high > low
+        out.append(
+            f"{head} {_yes(holds)} (MAE {_mev(high)} meV/atom at DOF > {HIGH_DOF}, "
+            f"n = {n_high}; {_mev(low)} meV/atom at DOF <= {HIGH_DOF}, n = {n_low})"
+        )
+    near = data.grouped("near", series, "all")
+    head = "(d) near-hull materials underpredicted:"
+    out.append(f"{head} {under(near[0])}" if near else f"{head} not determined (none)")
+    return [f"{series.label}, {data.convention}: {c}" for c in out]
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+_STAT_COLUMNS = [
+    ("n", True), ("MAE (meV/atom)", True), ("RMSE (meV/atom)", True),
+    ("mean signed error (meV/atom)", True), ("median signed error (meV/atom)", True),
+    ("frac underpredicted", True),
+]
+
+
+def _stat_cells(r: dict) -> list[str]:
+    return [
+        str(r["n"]), _mev(r["mae"]), _mev(r["rmse"]), _mev(r["mean_signed_error"]),
+        _mev(r["median_signed_error"]), _frac(r["frac_underpredicted"]),
+    ]
+
+
+def _grouped_table(
+    data: ConventionData, series: Sequence[Series], which: str, grouping: str, title: str,
+    group_name: str, note: str = "",
+) -> Table:
+    rows = [
+        (r["group_order"], r["group_value"], i, [r["group_value"], s.label, *_stat_cells(r)])
+        for i, s in enumerate(series)
+        for r in data.grouped(which, s, grouping)
+    ]
+    rows.sort(key=lambda t: t[:3])
+    return _table(
+        title, [(group_name, False), ("model", False), *_STAT_COLUMNS], [r[3] for r in rows],
+        note,
+    )
+
+
+def _convention_tables(
+    data: ConventionData, series: Sequence[Series], near_hull_mev: float
+) -> list[Table]:
+    overall = _table(
+        "Ehull error by model", [("model", False), *_STAT_COLUMNS],
+        [[s.label, *_stat_cells(r)] for s in series for r in data.grouped("all", s, "all")],
+        "Signed error = model - DFT Ehull; frac underpredicted = share with model Ehull < DFT.",
+    )
+    near_note = f"Materials with DFT Ehull < {near_hull_mev:g} meV/atom."
+    near = _table(
+        "Near-hull materials: Ehull error by model", [("model", False), *_STAT_COLUMNS],
+        [[s.label, *_stat_cells(r)] for s in series for r in data.grouped("near", s, "all")],
+        near_note,
+    )
+    energy = _table(
+        "Energy errors", [
+            ("model", False), ("n", True), ("E MAE (meV/atom)", True),
+            ("E mean signed error (meV/atom)", True), ("E frac underpredicted", True),
+            ("Ef MAE (meV/atom)", True), ("Ef mean signed error (meV/atom)", True),
+            ("Ef frac underpredicted", True),
+        ],
+        [
+            [s.label, str(r["n"]), _mev(r["e_mae"]), _mev(r["e_mean_signed_error"]),
+             _frac(r["e_frac_underpredicted"]), _mev(r["e_form_mae"]),
+             _mev(r["e_form_mean_signed_error"]), _frac(r["e_form_frac_underpredicted"])]
+            for s in series for r in data.energy[s]
+        ],
+        "E: total energy per atom; Ef: formation energy per atom (model - DFT).",
+    )
+    classification = _table(
+        "Stability classification", [
+            ("model", False), ("n", True), ("TP", True), ("FP", True), ("TN", True),
+            ("FN", True), ("precision", True), ("recall", True), ("F1", True),
+            ("accuracy", True), ("prevalence", True), ("DAF", True),
+        ],
+        [
+            [s.label, str(r["n"]), str(r["tp"]), str(r["fp"]), str(r["tn"]), str(r["fn"]),
+             _frac(r["precision"]), _frac(r["recall"]), _frac(r["f1"]), _frac(r["accuracy"]),
+             _frac(r["prevalence"]), _num(r["daf"])]
+            for s in series for r in data.classification[s]
+        ],
+        "Positive = stable (Ehull <= 0 eV/atom); DAF = precision / prevalence.",
+    )
+    return [
+        overall,
+        _grouped_table(data, series, "all", "dof_bin", "Ehull error by DOF bin", "DOF bin"),
+        _grouped_table(
+            data, series, "all", "crystal_system", "Ehull error by crystal system",
+            "crystal system",
+        ),
+        near,
+        _grouped_table(
+            data, series, "near", "dof_bin", "Near-hull materials: Ehull error by DOF bin",
+            "DOF bin", near_note,
+        ),
+        energy,
+        classification,
+    ]
+
+
+def _symmetry_table(con, calc_kind: str, series: Sequence[Series]) -> Table:
+    where, params = _series_filter(series)
+    rows = _by_series(
+        _fetch(con, f"SELECT * FROM symmetry_changes WHERE calc_kind = ? AND {where}",
+               [calc_kind, *params]),
+        series,
+    )
+    return _table(
+        "Symmetry after relaxation", [
+            ("model", False), ("n", True), ("kept", True), ("lowered", True), ("raised", True),
+            ("changed", True), ("frac kept", True), ("mean RMSD (A)", True),
+        ],
+        [
+            [s.label, str(r["n"]), str(r["kept"]), str(r["lowered"]), str(r["raised"]),
+             str(r["changed"]), _frac(r["frac_kept"]), _num(r["mean_rmsd"], 3)]
+            for s in series for r in rows[s]
+        ],
+        "Space group of the relaxed vs the input (DFT) structure (point-group order); RMSD "
+        "of the relaxation in Angstrom.",
+    )
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def _panels(n: int):
+    """A Figure (Agg canvas, constrained layout) with ``n`` axes on a grid of at most
+    ``MAX_COLS`` columns, unused cells removed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ncols = min(n, MAX_COLS)
+    nrows = math.ceil(n / ncols)
+    size = SINGLE_SIZE if n == 1 else (PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows)
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        fig.delaxes(ax)
+    return fig, axes[:n]
+
+
+def parity_figure(data: ConventionData, series: Sequence[Series]):
+    """Model vs DFT Ehull (meV/atom), one panel per model, with the y = x line."""
+    fig, axes = _panels(len(series))
+    for ax, s in zip(axes, series, strict=True):
+        rows = data.errors[s]
+        x = [1000 * r["dft_e_above_hull"] for r in rows]
+        y = [1000 * r["model_e_above_hull"] for r in rows]
+        lo, hi = min(x + y + [0.0]), max(x + y + [1.0])
+        pad = 0.05 * (hi - lo)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.5", lw=1, zorder=1)
+        ax.scatter(x, y, s=12, alpha=0.7, zorder=2)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_aspect("equal")
+        ax.set_title(f"{s.label} (n = {len(rows)})")
+        ax.set_xlabel("DFT Ehull (meV/atom)")
+        ax.set_ylabel("model Ehull (meV/atom)")
+    fig.suptitle(f"Ehull parity, {data.convention}")
+    return fig
+
+
+def _dof_bins(data: ConventionData, series: Sequence[Series]) -> list[tuple[int, str]]:
+    return sorted({(r["dof_bin_order"], r["dof_bin"]) for s in series for r in data.errors[s]})
+
+
+def error_vs_dof_figure(data: ConventionData, series: Sequence[Series]):
+    """Box plot of the signed Ehull error (meV/atom) per DOF bin, one panel per model."""
+    bins = _dof_bins(data, series)
+    fig, axes = _panels(len(series))
+    for ax, s in zip(axes, series, strict=True):
+        groups = {b: [] for b in bins}
+        for r in data.errors[s]:
+            groups[(r["dof_bin_order"], r["dof_bin"])].append(1000 * r["e_above_hull_error"])
+        keep = [b for b in bins if groups[b]]
+        ax.axhline(0, color="0.5", lw=1)
+        ax.boxplot(
+            [groups[b] for b in keep], tick_labels=[f"{b[1]}\n({len(groups[b])})" for b in keep],
+            showmeans=True,
+        )
+        ax.set_title(s.label)
+        ax.set_xlabel("DOF bin (materials)")
+        ax.set_ylabel("Ehull error, model - DFT (meV/atom)")
+    fig.suptitle(f"Signed Ehull error by DOF, {data.convention}")
+    return fig
+
+
+def frac_under_figure(data: ConventionData, series: Sequence[Series]):
+    """Fraction of materials with underpredicted Ehull per DOF bin, one line per model."""
+    fig, (ax,) = _panels(1)
+    bins = _dof_bins(data, series)
+    position = {label: i for i, (_, label) in enumerate(bins)}
+    for s in series:
+        rows = data.grouped("all", s, "dof_bin")
+        ax.plot([position[r["group_value"]] for r in rows],
+                [r["frac_underpredicted"] for r in rows], marker="o", label=s.label)
+    ax.axhline(0.5, color="0.5", lw=1, ls="--")
+    ax.set_xticks(range(len(bins)), [label for _, label in bins])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("DOF bin")
+    ax.set_ylabel("fraction underpredicted")
+    ax.set_title(f"Ehull underpredicted, {data.convention}")
+    fig.legend(loc="outside right upper", fontsize="small")
+    return fig
+
+
+def near_hull_hist_figure(data: ConventionData, series: Sequence[Series], near_hull_mev: float):
+    """Histogram of the signed Ehull error (meV/atom) of near-hull materials, models
+    overlaid; None when no material is near the hull."""
+    values = {
+        s: [1000 * r["e_above_hull_error"] for r in data.errors[s] if r["near_hull"]]
+        for s in series
+    }
+    if not any(values.values()):
+        return None
+    fig, (ax,) = _panels(1)
+    everything = [v for vs in values.values() for v in vs]
+    lo, hi = min(everything), max(everything)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 1, hi + 1
+    edges = [lo + (hi - lo) * i / 20 for i in range(21)]
+    for s, vs in values.items():
+        if vs:
+            ax.hist(vs, bins=edges, histtype="step", lw=1.5, label=f"{s.label} (n = {len(vs)})")
+    ax.axvline(0, color="0.5", lw=1)
+    ax.set_xlabel("Ehull error, model - DFT (meV/atom)")
+    ax.set_ylabel("materials")
+    ax.set_title(f"Near hull (DFT Ehull < {near_hull_mev:g} meV/atom), {data.convention}")
+    fig.legend(loc="outside right upper", fontsize="small")
+    return fig
+
+
+def _save(fig, path: Path, caption: str) -> FigureFile:
+    fig.savefig(path, dpi=DPI)
+    return FigureFile(path.name, caption, len(fig.axes))
+
+
+def _convention_section(
+    data: ConventionData, series: Sequence[Series], out: Path, near_hull_mev: float
+) -> Section:
+    """Tables and figures (written to ``out``) of one convention, over the models with
+    complete results in it."""
+    c = data.convention
+    shown = [s for s in series if data.errors[s]]
+    sec = Section(f"Convention {c}", text=[CONVENTION_TEXT.get(c, c) + "."])
+    missing = [s.label for s in series if s not in shown]
+    if missing:
+        sec.text.append(f"No complete {c} results for: {', '.join(missing)}.")
+    if not shown:
+        return sec
+    sec.tables = _convention_tables(data, shown, near_hull_mev)
+    made = [
+        (parity_figure(data, shown), f"parity_{c}.png",
+         f"Model vs DFT Ehull ({c}), one panel per model"),
+        (error_vs_dof_figure(data, shown), f"ehull_error_vs_dof_{c}.png",
+         f"Signed Ehull error per DOF bin ({c}), one panel per model"),
+        (frac_under_figure(data, shown), f"frac_under_vs_dof_{c}.png",
+         f"Fraction of materials with underpredicted Ehull per DOF bin ({c})"),
+        (near_hull_hist_figure(data, shown, near_hull_mev), f"near_hull_hist_{c}.png",
+         f"Signed Ehull error of near-hull materials ({c})"),
+    ]
+    sec.figures = [_save(fig, out / name, cap) for fig, name, cap in made if fig is not None]
+    return sec
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportResult:
+    """What :func:`build_report` wrote (paths) and the report it rendered."""
+
+    files: list[Path]
+    report: Report
+    figures: list[FigureFile]
+
+
+def build_report(
+    db_path: str | Path,
+    out_dir: str | Path,
+    conventions: Sequence[str] | None = None,
+    kind: str = "relax",
+    models: Sequence[str] | None = None,
+    log=None,
+) -> ReportResult:
+    """Write ``report.md``, ``report.html`` and the PNG figures into ``out_dir`` from the
+    database at ``db_path`` (opened read-only). ``kind``: relax | relax-fixsym | single-point;
+    ``conventions``: default every one with results; ``log``: a callable for status lines."""
+    from mliapdb import db
+
+    if kind not in KINDS:
+        raise MliapdbError(f"unknown kind {kind!r} - use one of {', '.join(KINDS)}")
+    calc_kind = KINDS[kind]
+    for c in conventions or ():
+        if c not in CONVENTIONS:
+            raise MliapdbError(f"unknown convention {c!r} - use one of {', '.join(CONVENTIONS)}")
+    log = log or (lambda _msg: None)
+    con = db.connect(db_path, read_only=True)
+    try:
+        series = _select_series(con, calc_kind, models)
+        where, params = _series_filter(series)
+        present = {
+            r[0] for r in con.execute(
+                f"SELECT DISTINCT convention FROM ehull_errors WHERE hull_complete AND "
+                f"calc_kind = ? AND {where}", [calc_kind, *params],
+            ).fetchall()
+        }
+        if conventions:
+            missing = [c for c in conventions if c not in present]
+            if missing:
+                raise MliapdbError(
+                    f"no complete {', '.join(missing)} results for {kind} calculations of "
+                    f"{', '.join(s.label for s in series)} - the model hull needs every entry "
+                    "of a chemical system computed; run 'mliapdb ingest hulls' after "
+                    "'mliapdb ingest relax'"
+                )
+            chosen = list(dict.fromkeys(conventions))
+        else:
+            chosen = [c for c in CONVENTIONS if c in present]
+        (near_hull,) = con.execute(
+            "SELECT coalesce(near_hull_threshold, 0.05) FROM stg_stats_settings"
+        ).fetchone()
+        near_hull_mev = 1000 * near_hull
+        model_rows = _fetch(
+            con,
+            "SELECT name, family, version, training_set, functional, energy_convention "
+            "FROM models ORDER BY name",
+        )
+        n_materials, datasets = con.execute(
+            "SELECT count(*), string_agg(DISTINCT dataset, ', ' ORDER BY dataset) FROM materials"
+        ).fetchone()
+        (n_with,) = con.execute(
+            f"SELECT count(DISTINCT (dataset, material_id)) FROM ehull_errors WHERE "
+            f"calc_kind = ? AND convention = 'dft-hull' AND {where}", [calc_kind, *params],
+        ).fetchone()
+        log(
+            f"report: {len(series)} model(s), {kind} calculations, {n_with} of {n_materials} "
+            f"materials, conventions {', '.join(chosen)}"
+        )
+        per_convention = [_load_convention(con, calc_kind, c, series) for c in chosen]
+        symmetry = _symmetry_table(con, calc_kind, series) if calc_kind != "single_point" else None
+    finally:
+        con.close()
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    used = {s.model for s in series}
+    header = [
+        ("database", str(Path(db_path).resolve())),
+        ("generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        ("calculation kind", kind),
+        ("conventions", ", ".join(chosen)),
+        ("materials", f"{n_materials} in the database (datasets: {datasets}); {n_with} with "
+                      f"{kind} results of the models below"),
+        ("near hull", f"DFT Ehull < {near_hull_mev:g} meV/atom"),
+        ("units", "energies in meV/atom; errors are model - DFT"),
+    ]
+    model_table = _table(
+        "", [("model", False), ("family", False), ("version", False),
+                   ("training set", False), ("functional", False),
+                   ("energy convention", False), ("settings", False)],
+        [
+            [m["name"], m["family"], m["version"], m["training_set"] or "",
+             m["functional"] or "", m["energy_convention"],
+             ", ".join(s.settings_hash for s in series if s.model == m["name"])]
+            for m in model_rows if m["name"] in used
+        ],
+    )
+    sections = [Section("Models", tables=[model_table])]
+    summary = Section(
+        "Study claims",
+        text=[
+            "Computed from the statistics views, per model and convention. Underpredicted "
+            "means mean signed Ehull error (model - DFT) < 0 and fraction of materials with "
+            "model Ehull < DFT Ehull > 0.5; (d) applies it to the near-hull materials "
+            f"(DFT Ehull < {near_hull_mev:g} meV/atom). The MAE at DOF > {HIGH_DOF} and "
+            f"DOF <= {HIGH_DOF} pools the per-DOF rows of ehull_error_stats."
+        ],
+    )
+    for data in per_convention:
+        for s in series:
+            summary.items += claims(data, s)
+    sections.append(summary)
+
+    figures: list[FigureFile] = []
+    for data in per_convention:
+        sec = _convention_section(data, series, out, near_hull_mev)
+        figures += sec.figures
+        sections.append(sec)
+    if symmetry is not None:
+        sections.append(Section("Symmetry changes", tables=[symmetry]))
+
+    report = Report(f"mliapdb report: {kind}", header, sections)
+    (out / "report.md").write_text(report.to_markdown())
+    (out / "report.html").write_text(report.to_html())
+    files = [out / "report.md", out / "report.html"] + [out / f.name for f in figures]
+    log(f"wrote {len(files)} files to {out}")
+    return ReportResult(files, report, figures)

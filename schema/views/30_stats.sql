@@ -1,0 +1,221 @@
+-- The study's statistics. Energies in eV/atom; errors are model - DFT.
+--
+-- Conventions (column `convention`):
+--   dft-hull             the fixed DFT hull (Matbench Discovery): model Ehull = DFT Ehull +
+--                        model formation-energy error, DFT elemental references;
+--   model-hull           the hull rebuilt from the model's own energies for every entry of the
+--                        dataset, model elemental references (mliapdb.model_hull);
+--   model-hull-dft-refs  the same hull with the DFT elemental references (compounds only:
+--                        elemental materials have no row, so its n is smaller).
+-- Statistics are per dataset (one MP snapshot): never mixed across datasets.
+
+-- One row per usable calculation (converged relaxation, or single point) x convention x
+-- symmetry analysis (every tolerance).
+CREATE OR REPLACE VIEW ehull_errors_all AS
+WITH base AS (
+    SELECT
+        e.dataset, e.material_id, e.model, e.settings_hash, e.calc_kind, e.e_per_atom_model,
+        e.e_form_per_atom, e.e_above_hull, e.symmetry_change, e.rmsd
+    FROM model_energies AS e
+    WHERE e.status = 'ok' AND e.e_per_atom_model IS NOT NULL
+),
+conv AS (
+    SELECT
+        b.dataset, b.material_id, b.model, b.settings_hash, b.calc_kind,
+        'dft-hull' AS convention, TRUE AS hull_complete,
+        b.e_per_atom_model AS model_e_per_atom,
+        b.e_form_per_atom AS model_e_form_per_atom,
+        b.e_above_hull AS model_e_above_hull,
+        b.symmetry_change, b.rmsd
+    FROM base AS b
+    UNION ALL
+    SELECT
+        b.dataset, b.material_id, b.model, b.settings_hash, b.calc_kind,
+        CASE h.refs WHEN 'model' THEN 'model-hull' ELSE 'model-hull-dft-refs' END,
+        h.complete, h.e_per_atom, h.e_form_per_atom, h.e_above_hull,
+        b.symmetry_change, b.rmsd
+    FROM base AS b
+    JOIN stg_model_hull AS h
+        ON h.dataset = b.dataset AND h.material_id = b.material_id AND h.model = b.model
+        AND h.settings_hash = b.settings_hash AND h.calc_kind = b.calc_kind
+),
+binned AS (
+    SELECT
+        c.*,
+        s.symprec, s.symmetry_method, s.spacegroup_number, s.crystal_system, s.lattice_dof,
+        s.wyckoff_dof, s.dof,
+        len(list_filter(ss.dof_bins, lambda x: x <= s.dof)) AS dof_bin_order,
+        ss.dof_bins,
+        ss.near_hull_threshold
+    FROM conv AS c
+    JOIN stg_symmetry AS s ON s.dataset = c.dataset AND s.material_id = c.material_id
+    CROSS JOIN stg_stats_settings AS ss
+)
+SELECT
+    b.dataset,
+    b.material_id,
+    b.model,
+    b.settings_hash,
+    b.calc_kind,
+    b.convention,
+    b.hull_complete,
+    m.formula,
+    m.chemsys,
+    m.nsites,
+    m.nelements,
+    b.symprec,
+    b.symmetry_method,
+    b.spacegroup_number,
+    b.crystal_system,
+    b.lattice_dof,
+    b.wyckoff_dof,
+    b.dof,
+    CASE
+        WHEN b.dof_bin_order = 0 THEN '<' || b.dof_bins[1]
+        WHEN b.dof_bin_order = len(b.dof_bins) THEN b.dof_bins[b.dof_bin_order] || '+'
+        WHEN b.dof_bins[b.dof_bin_order + 1] - 1 = b.dof_bins[b.dof_bin_order]
+            THEN CAST(b.dof_bins[b.dof_bin_order] AS VARCHAR)
+        ELSE b.dof_bins[b.dof_bin_order] || '-' || (b.dof_bins[b.dof_bin_order + 1] - 1)
+    END AS dof_bin,
+    b.dof_bin_order,
+    d.e_above_hull < b.near_hull_threshold AS near_hull,
+    d.e_per_atom AS dft_e_per_atom,
+    b.model_e_per_atom,
+    b.model_e_per_atom - d.e_per_atom AS e_error,
+    d.e_form_per_atom AS dft_e_form_per_atom,
+    b.model_e_form_per_atom,
+    b.model_e_form_per_atom - d.e_form_per_atom AS e_form_error,
+    d.e_above_hull AS dft_e_above_hull,
+    b.model_e_above_hull,
+    b.model_e_above_hull - d.e_above_hull AS e_above_hull_error,
+    d.e_above_hull <= 0 AS dft_stable,
+    b.model_e_above_hull <= 0 AS model_stable,
+    b.symmetry_change,
+    b.rmsd
+FROM binned AS b
+JOIN dft_stability AS d ON d.dataset = b.dataset AND d.material_id = b.material_id
+JOIN mp_materials AS m ON m.dataset = b.dataset AND m.material_id = b.material_id
+WHERE d.e_above_hull IS NOT NULL AND b.model_e_above_hull IS NOT NULL;
+
+-- ehull_errors_all at the default symmetry tolerance and method.
+CREATE OR REPLACE VIEW ehull_errors AS
+SELECT *
+FROM ehull_errors_all
+WHERE symprec = (SELECT symprec FROM stg_defaults)
+    AND symmetry_method = (SELECT method FROM stg_defaults);
+
+-- Signed Ehull error statistics of complete rows, over all materials ('all') and the
+-- near-hull ones ('near_hull'), by model x settings x kind x convention and each grouping.
+CREATE OR REPLACE VIEW stg_error_stats AS
+WITH rows AS (
+    SELECT 'all' AS subset, * FROM ehull_errors WHERE hull_complete
+    UNION ALL
+    SELECT 'near_hull' AS subset, * FROM ehull_errors WHERE hull_complete AND near_hull
+)
+SELECT
+    subset,
+    dataset,
+    model,
+    settings_hash,
+    calc_kind,
+    convention,
+    CASE
+        WHEN grouping(dof) = 0 THEN 'dof'
+        WHEN grouping(dof_bin) = 0 THEN 'dof_bin'
+        WHEN grouping(crystal_system) = 0 THEN 'crystal_system'
+        WHEN grouping(spacegroup_number) = 0 THEN 'spacegroup'
+        WHEN grouping(nelements) = 0 THEN 'nelements'
+        ELSE 'all'
+    END AS grouping,
+    COALESCE(
+        CAST(dof AS VARCHAR), dof_bin, crystal_system, CAST(spacegroup_number AS VARCHAR),
+        CAST(nelements AS VARCHAR), 'all'
+    ) AS group_value,
+    COALESCE(dof, dof_bin_order, spacegroup_number, nelements, CASE crystal_system
+        WHEN 'triclinic' THEN 1 WHEN 'monoclinic' THEN 2 WHEN 'orthorhombic' THEN 3
+        WHEN 'tetragonal' THEN 4 WHEN 'trigonal' THEN 5 WHEN 'hexagonal' THEN 6
+        WHEN 'cubic' THEN 7 END, 0) AS group_order,
+    count(*) AS n,
+    avg(abs(e_above_hull_error)) AS mae,
+    sqrt(avg(e_above_hull_error * e_above_hull_error)) AS rmse,
+    avg(e_above_hull_error) AS mean_signed_error,
+    median(e_above_hull_error) AS median_signed_error,
+    avg(CASE WHEN e_above_hull_error < 0 THEN 1.0 ELSE 0.0 END) AS frac_underpredicted
+FROM rows
+GROUP BY GROUPING SETS (
+    (subset, dataset, model, settings_hash, calc_kind, convention),
+    (subset, dataset, model, settings_hash, calc_kind, convention, dof),
+    (subset, dataset, model, settings_hash, calc_kind, convention, dof_bin, dof_bin_order),
+    (subset, dataset, model, settings_hash, calc_kind, convention, crystal_system),
+    (subset, dataset, model, settings_hash, calc_kind, convention, spacegroup_number),
+    (subset, dataset, model, settings_hash, calc_kind, convention, nelements)
+);
+
+-- Ehull error statistics over all (complete) materials.
+CREATE OR REPLACE VIEW ehull_error_stats AS
+SELECT * EXCLUDE (subset) FROM stg_error_stats WHERE subset = 'all';
+
+-- Ehull error statistics over the near-hull materials (DFT Ehull below the threshold).
+CREATE OR REPLACE VIEW near_hull_stats AS
+SELECT * EXCLUDE (subset) FROM stg_error_stats WHERE subset = 'near_hull';
+
+-- Total and formation energy errors per model x settings x kind x convention.
+CREATE OR REPLACE VIEW energy_error_stats AS
+SELECT
+    dataset,
+    model,
+    settings_hash,
+    calc_kind,
+    convention,
+    count(*) AS n,
+    avg(abs(e_error)) AS e_mae,
+    avg(e_error) AS e_mean_signed_error,
+    avg(CASE WHEN e_error < 0 THEN 1.0 ELSE 0.0 END) AS e_frac_underpredicted,
+    avg(abs(e_form_error)) AS e_form_mae,
+    avg(e_form_error) AS e_form_mean_signed_error,
+    avg(CASE WHEN e_form_error < 0 THEN 1.0 ELSE 0.0 END) AS e_form_frac_underpredicted
+FROM ehull_errors
+WHERE hull_complete
+GROUP BY dataset, model, settings_hash, calc_kind, convention;
+
+-- Stability classification at 0 eV/atom (positive = stable: Ehull <= 0).
+CREATE OR REPLACE VIEW stability_classification AS
+WITH counts AS (
+    SELECT
+        dataset, model, settings_hash, calc_kind, convention,
+        count(*) AS n,
+        count(*) FILTER (WHERE model_stable AND dft_stable) AS tp,
+        count(*) FILTER (WHERE model_stable AND NOT dft_stable) AS fp,
+        count(*) FILTER (WHERE NOT model_stable AND NOT dft_stable) AS tn,
+        count(*) FILTER (WHERE NOT model_stable AND dft_stable) AS fn
+    FROM ehull_errors
+    WHERE hull_complete
+    GROUP BY dataset, model, settings_hash, calc_kind, convention
+)
+SELECT
+    *,
+    tp / nullif(tp + fp, 0) AS precision,
+    tp / nullif(tp + fn, 0) AS recall,
+    2 * tp / nullif(2 * tp + fp + fn, 0) AS f1,
+    (tp + tn) / n AS accuracy,
+    (tp + fn) / n AS prevalence,
+    (tp / nullif(tp + fp, 0)) / nullif((tp + fn) / n, 0) AS daf
+FROM counts;
+
+-- Symmetry after relaxation per model x settings x kind (relaxations only).
+CREATE OR REPLACE VIEW symmetry_changes AS
+SELECT
+    dataset,
+    model,
+    settings_hash,
+    calc_kind,
+    count(*) AS n,
+    count(*) FILTER (WHERE symmetry_change = 'kept') AS kept,
+    count(*) FILTER (WHERE symmetry_change = 'lowered') AS lowered,
+    count(*) FILTER (WHERE symmetry_change = 'raised') AS raised,
+    count(*) FILTER (WHERE symmetry_change = 'changed') AS changed,
+    count(*) FILTER (WHERE symmetry_change = 'kept') / count(*) AS frac_kept,
+    avg(rmsd) AS mean_rmsd
+FROM model_energies
+WHERE status = 'ok' AND calc_kind <> 'single_point' AND symmetry_change IS NOT NULL
+GROUP BY dataset, model, settings_hash, calc_kind;
