@@ -124,11 +124,19 @@ def ehull_mae(
         raise MliapdbError(
             f"no calculations with model '{model}' - run 'mliapdb ingest relax --model {model}'"
         )
+    # cheap checks on the calculations table (not on the joined view)
+    calc_where, calc_params = ["status = 'ok'", "calc_kind = ?"], [kind]
+    for column, value in (("model", model), ("dataset", dataset),
+                          ("settings_hash", settings_hash)):
+        if value is not None:
+            calc_where.append(f"{column} = ?")
+            calc_params.append(value)
+    calc_sql = " AND ".join(calc_where)
     ambiguous = con.execute(
         f"SELECT model, string_agg(DISTINCT settings_hash, ', ' ORDER BY settings_hash) "
-        f"FROM ehull_errors_all WHERE {where_sql} GROUP BY model "
+        f"FROM calculations WHERE {calc_sql} GROUP BY model "
         f"HAVING count(DISTINCT settings_hash) > 1 ORDER BY model",
-        params,
+        calc_params,
     ).fetchall()
     if ambiguous:
         name, hashes = ambiguous[0]
@@ -137,7 +145,7 @@ def ehull_mae(
             "pick one with --settings HASH"
         )
     datasets = con.execute(
-        f"SELECT DISTINCT dataset FROM ehull_errors_all WHERE {where_sql} ORDER BY 1", params
+        f"SELECT DISTINCT dataset FROM calculations WHERE {calc_sql} ORDER BY 1", calc_params
     ).fetchall()
     if len(datasets) > 1:
         raise MliapdbError(

@@ -31,13 +31,23 @@ conv AS (
     UNION ALL
     SELECT
         b.dataset, b.material_id, b.model, b.settings_hash, b.calc_kind,
-        CASE h.refs WHEN 'model' THEN 'model-hull' ELSE 'model-hull-dft-refs' END,
-        h.complete, h.e_per_atom, h.e_form_per_atom, h.e_above_hull,
+        'model-hull', h.complete, h.e_per_atom, h.e_form_per_atom, h.e_above_hull,
         b.symmetry_change, b.rmsd
     FROM base AS b
     JOIN stg_model_hull AS h
         ON h.dataset = b.dataset AND h.material_id = b.material_id AND h.model = b.model
         AND h.settings_hash = b.settings_hash AND h.calc_kind = b.calc_kind
+    WHERE h.refs = 'model'
+    UNION ALL
+    SELECT
+        b.dataset, b.material_id, b.model, b.settings_hash, b.calc_kind,
+        'model-hull-dft-refs', h.complete, h.e_per_atom, h.e_form_per_atom, h.e_above_hull,
+        b.symmetry_change, b.rmsd
+    FROM base AS b
+    JOIN stg_model_hull AS h
+        ON h.dataset = b.dataset AND h.material_id = b.material_id AND h.model = b.model
+        AND h.settings_hash = b.settings_hash AND h.calc_kind = b.calc_kind
+    WHERE h.refs = 'dft'
 ),
 binned AS (
     SELECT
