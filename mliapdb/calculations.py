@@ -196,27 +196,7 @@ def run_calculations(
     With ``db_path`` (the file of ``con``), Parquet parts that an interrupted distributed run
     of the same model and settings left beside it are merged first, not recomputed.
     """
-    from mliapdb.batched import ENGINES
-    from mliapdb.models.registry import UnknownModelError, get_model_spec
-
-    try:
-        spec = get_model_spec(model)
-    except UnknownModelError as exc:
-        raise MliapdbError(str(exc)) from exc
-    check_functional(spec, force)
-    try:
-        settings = resolve_settings(spec, kind, settings_overrides)
-    except ValueError as exc:
-        raise MliapdbError(f"model {model}: bad relaxation settings: {exc}") from exc
-    if engine not in ENGINES:
-        raise MliapdbError(f"unknown engine {engine!r} - use one of {', '.join(ENGINES)}")
-    if engine == "torch-sim":
-        check_batched(spec, settings)
-    if not targets:
-        raise MliapdbError(
-            "no stored materials match the selection - ingest their entries first "
-            "('mliapdb ingest entries FILE') or widen --chemsys/--max-sites/--dataset"
-        )
+    spec, settings = prepare_run(model, kind, settings_overrides, engine, force, targets)
     shash = settings.settings_hash()
     report = RunReport(model=model, settings_hash=shash, n_selected=len(targets))
     if db_path is not None:
@@ -247,6 +227,41 @@ def check_batched(spec, settings) -> None:
         check_batched_settings(settings)
     except BatchedUnsupported as exc:
         raise MliapdbError(f"model {spec.name}: {exc}") from exc
+
+
+def model_settings(model: str, kind: str = "relax", overrides: dict | None = None):
+    """(spec, settings) of ``model`` for calculation ``kind`` with ``overrides``; one-line
+    :class:`MliapdbError` for an unknown model or bad settings."""
+    from mliapdb.models.registry import UnknownModelError, get_model_spec
+
+    try:
+        spec = get_model_spec(model)
+    except UnknownModelError as exc:
+        raise MliapdbError(str(exc)) from exc
+    try:
+        return spec, resolve_settings(spec, kind, overrides)
+    except ValueError as exc:
+        raise MliapdbError(f"model {model}: bad relaxation settings: {exc}") from exc
+
+
+def prepare_run(model: str, kind: str, overrides: dict | None, engine: str, force: bool,
+                targets: Sequence[Target]):
+    """The checks every run makes before any work (functional, engine, something to do);
+    returns (spec, settings)."""
+    from mliapdb.batched import ENGINES
+
+    spec, settings = model_settings(model, kind, overrides)
+    check_functional(spec, force)
+    if engine not in ENGINES:
+        raise MliapdbError(f"unknown engine {engine!r} - use one of {', '.join(ENGINES)}")
+    if engine == "torch-sim":
+        check_batched(spec, settings)
+    if not targets:
+        raise MliapdbError(
+            "no stored materials match the selection - ingest their entries first "
+            "('mliapdb ingest entries FILE') or widen --chemsys/--max-sites/--dataset"
+        )
+    return spec, settings
 
 
 DFT_FUNCTIONAL = "PBE"

@@ -369,21 +369,6 @@ def _worker_model(job: ShardJob) -> Any:
     return _MODELS[key]
 
 
-def _settings(model: str, kind: str, overrides: dict[str, Any] | None):
-    """The model's :class:`~mliapdb.relax.RelaxSettings` for ``kind`` with ``overrides``."""
-    from mliapdb.calculations import resolve_settings
-    from mliapdb.models.registry import UnknownModelError, get_model_spec
-
-    try:
-        spec = get_model_spec(model)
-    except UnknownModelError as exc:
-        raise MliapdbError(str(exc)) from exc
-    try:
-        return spec, resolve_settings(spec, kind, overrides)
-    except ValueError as exc:
-        raise MliapdbError(f"model {model}: bad relaxation settings: {exc}") from exc
-
-
 def run_shard(shard: Shard, job: ShardJob) -> str:
     """Worker task: calculate every target of ``shard`` and write its Parquet part.
 
@@ -395,7 +380,9 @@ def run_shard(shard: Shard, job: ShardJob) -> str:
     path = part_path(job.folder, shard.shard_id)
     if path.exists():
         return str(path)
-    _, settings = _settings(job.model, job.kind, job.settings_overrides)
+    from mliapdb.calculations import model_settings
+
+    _, settings = model_settings(job.model, job.kind, job.settings_overrides)
     if settings.settings_hash() != shard.settings_hash:
         raise MliapdbError(
             f"worker computes settings {settings.settings_hash()} for {job.model}, the client "
@@ -591,20 +578,9 @@ def run_distributed(
     ``engine="torch-sim"`` each worker relaxes its shard as one in-flight batch (at most
     ``max_atoms`` atoms): one GPU per worker on a GPU cluster.
     """
-    from mliapdb.batched import ENGINES
-    from mliapdb.calculations import check_batched, check_functional
+    from mliapdb.calculations import prepare_run
 
-    spec, settings = _settings(model, kind, settings_overrides)
-    check_functional(spec, force)
-    if engine not in ENGINES:
-        raise MliapdbError(f"unknown engine {engine!r} - use one of {', '.join(ENGINES)}")
-    if engine == "torch-sim":
-        check_batched(spec, settings)
-    if not targets:
-        raise MliapdbError(
-            "no stored materials match the selection - ingest their entries first "
-            "('mliapdb ingest entries FILE') or widen --chemsys/--max-sites/--dataset"
-        )
+    spec, settings = prepare_run(model, kind, settings_overrides, engine, force, targets)
     if shard_size < 1:
         raise MliapdbError(f"--shard-size must be 1 or more, got {shard_size}")
     if client is None:
