@@ -68,6 +68,7 @@ def db_schema_version(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _check_not_newer(con: duckdb.DuckDBPyConnection, label: str) -> int:
+    """The database's schema version; a clear error when it is newer than this code's."""
     have = db_schema_version(con)
     know = code_schema_version()
     if have > know:
@@ -78,6 +79,9 @@ def _check_not_newer(con: duckdb.DuckDBPyConnection, label: str) -> int:
             f"up to {know} - upgrade mliapdb to open it"
         )
     return have
+
+
+check_not_newer = _check_not_newer
 
 
 def migrate(con: duckdb.DuckDBPyConnection, label: str = "database") -> list[int]:
@@ -139,8 +143,15 @@ def connect(path: str | Path, read_only: bool = False, create: bool = False):
     """Open the database at ``path``; migrate it when opened read-write.
 
     A read-only open needs an existing database at the current schema version; a read-write
-    open of an older one migrates it. ``create=False`` refuses a missing file.
+    open of an older one migrates it. ``create=False`` refuses a missing file. An
+    ``http(s)://`` URL opens a remote snapshot read-only (:mod:`mliapdb.remote`).
     """
+    from mliapdb.remote import is_remote
+
+    if is_remote(path):
+        from mliapdb.remote import open_remote
+
+        return open_remote(str(path), read_only=read_only)
     path = Path(path)
     if not path.exists() and not create:
         raise MliapdbError(

@@ -8,7 +8,7 @@ import sys
 import click
 
 from mliapdb import __version__
-from mliapdb.cli import ingest, models, query, report, sql
+from mliapdb.cli import ingest, models, query, report, snapshot, sql
 from mliapdb.config import DEFAULT_DB
 from mliapdb.errors import MliapdbError
 
@@ -31,7 +31,7 @@ class MliapdbGroup(click.Group):
     show_default=True,
     envvar="MLIAPDB_DB",
     metavar="PATH",
-    help="DuckDB database file (env MLIAPDB_DB).",
+    help="DuckDB database file, or http(s) URL of a snapshot (read-only) (env MLIAPDB_DB).",
 )
 @click.version_option(__version__, prog_name="mliapdb")
 def cli(db: str) -> None:
@@ -44,6 +44,7 @@ cli.add_command(query.query)
 cli.add_command(sql.sql)
 cli.add_command(models.models)
 cli.add_command(report.report)
+cli.add_command(snapshot.snapshot)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()
