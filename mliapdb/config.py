@@ -14,6 +14,9 @@ DEFAULT_SYMPREC = 0.1
 DATA_ENV = "MLIAPDB_DATA"
 """Environment variable naming the folder with MP data (``mp/*.json.gz``, ``compositions/``)."""
 
+MP_API_ENDPOINT = "https://api.materialsproject.org/"
+"""Materials Project API address used by ``mliapdb ingest mp`` unless told otherwise."""
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = REPO_ROOT / "schema"
 

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def fingerprint(energy_raw: float, structure: Any) -> str:
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
-def parse_entry(raw: Any, index: int, path: Path, sha: str) -> ParsedEntry:
+def parse_entry(raw: Any, index: int, path: Path | str, sha: str) -> ParsedEntry:
     """Validate one raw entry dict; raise a one-line MliapdbError naming file and entry."""
     from pymatgen.entries.computed_entries import ComputedStructureEntry
 
@@ -181,23 +182,28 @@ def apply_mp2020(entries: list[ParsedEntry]) -> None:
         parsed.correction_mp2020 = float(sum(adj.value for adj in adjustments))
 
 
-def load_entry_files(paths: list[Path]) -> list[ParsedEntry]:
-    """Parse and validate every entry of every file (no database access); fail on the first bad
-    one. The same material id twice in one file is an error."""
+def load_entries(sources: Iterable[tuple[str, str, list]]) -> list[ParsedEntry]:
+    """Parse and validate every entry of every ``(source, sha256, raw entry dicts)`` (a file,
+    or a fetch from the MP API; no database access), then apply MP2020; fail on the first bad
+    entry. The same material id twice in one source is an error."""
     parsed: list[ParsedEntry] = []
-    for path in paths:
-        sha, raws = read_entry_file(path)
+    for source, sha, raws in sources:
         if not raws:
-            raise MliapdbError(f"{path}: no entries - the file holds an empty list")
+            raise MliapdbError(f"{source}: no entries - the file holds an empty list")
         seen: dict[str, int] = {}
         for index, raw in enumerate(raws):
-            entry = parse_entry(raw, index, path, sha)
+            entry = parse_entry(raw, index, source, sha)
             if entry.material_id in seen:
                 raise MliapdbError(
-                    f"{path}: entry {index} ({entry.material_id}): material id repeats entry "
+                    f"{source}: entry {index} ({entry.material_id}): material id repeats entry "
                     f"{seen[entry.material_id]} - keep one entry per material"
                 )
             seen[entry.material_id] = index
             parsed.append(entry)
     apply_mp2020(parsed)
     return parsed
+
+
+def load_entry_files(paths: list[Path]) -> list[ParsedEntry]:
+    """:func:`load_entries` of JSON files (plain or gzip)."""
+    return load_entries((str(path), *read_entry_file(path)) for path in paths)

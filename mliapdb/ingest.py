@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 from sqlmodel import SQLModel
@@ -181,25 +182,41 @@ def missing_symmetry(
     ).fetchall()
 
 
+def check_dataset_name(dataset: str) -> None:
+    """Refuse a dataset name other than letters, digits, '-', '_', '.'."""
+    if not dataset or not dataset.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise MliapdbError(f"bad dataset name {dataset!r} - use letters, digits, '-', '_', '.'")
+
+
 def ingest_entry_files(
-    con: duckdb.DuckDBPyConnection,
-    paths: Sequence[Path],
-    dataset: str = "mp",
-    symprecs: Sequence[float] = (DEFAULT_SYMPREC,),
-    method: str = "moyopy",
-    progress: Progress = no_progress,
+    con: duckdb.DuckDBPyConnection, paths: Sequence[Path], dataset: str = "mp", **options: Any
 ) -> IngestReport:
-    """Read, validate and store MP entries; idempotent for identical data.
+    """Read, validate and store MP entry files (:func:`ingest_parsed` takes ``options``);
+    idempotent for identical data.
 
     A conflicting entry (same dataset and material id, other energy or structure), a bad
     file or a bad entry raises ``MliapdbError`` before anything is written.
     """
+    check_dataset_name(dataset)
+    return ingest_parsed(con, load_entry_files([Path(p) for p in paths]), dataset, **options)
+
+
+def ingest_parsed(
+    con: duckdb.DuckDBPyConnection,
+    parsed: list[ParsedEntry],
+    dataset: str = "mp",
+    symprecs: Sequence[float] = (DEFAULT_SYMPREC,),
+    method: str = "moyopy",
+    progress: Progress = no_progress,
+    extra_rows: Mapping[str, Sequence[dict]] | None = None,
+) -> IngestReport:
+    """Store validated entries (from :func:`mliapdb.entries.load_entries`) with their symmetry
+    and rebuild the dataset's DFT hull, in one transaction that also inserts ``extra_rows``
+    (table -> rows, e.g. the record of an MP API fetch). Conflicts raise before any write."""
     from pymatgen.core import Structure
 
-    if not dataset or not dataset.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise MliapdbError(f"bad dataset name {dataset!r} - use letters, digits, '-', '_', '.'")
+    check_dataset_name(dataset)
     report = IngestReport(dataset=dataset)
-    parsed = load_entry_files([Path(p) for p in paths])
     report.n_read = len(parsed)
     report.rejected = [
         (p.source_file, p.material_id, p.compat_message or "")
@@ -264,6 +281,8 @@ def ingest_entry_files(
         insert_rows(con, "dft_entries", [_entry_row(dataset, p) for p in new])
         insert_rows(con, "symmetry_analyses", sym_rows)
         insert_rows(con, "wyckoff_orbits", orbit_rows)
+        for table, rows in (extra_rows or {}).items():
+            insert_rows(con, table, rows)
         if new:
             report.n_hull = rebuild_dft_hull(con, dataset)
     return report

@@ -20,6 +20,22 @@ class SourceFile(SQLModel, table=True):
     ingested_at: datetime
 
 
+class MpApiFetch(SQLModel, table=True):
+    """One chemical system (with its subsystems) fetched from the MP API into a dataset."""
+
+    __tablename__ = "mp_api_fetches"
+    sha256: str = Field(primary_key=True)  # of the canonical JSON of the fetched entries
+    dataset: str = Field(primary_key=True)
+    chemsys: str
+    db_version: str | None = None  # MP database version the API served (its /heartbeat)
+    endpoint: str
+    thermo_type: str
+    client: str  # "mp-api 0.46.5"
+    n_entries: int
+    n_skipped: int  # entries left out: no structure, or not GGA/GGA+U
+    fetched_at: datetime
+
+
 class MpMaterial(SQLModel, table=True):
     """A Materials Project material of a dataset, with its DFT-relaxed structure."""
 
@@ -197,6 +213,7 @@ class ModelHullBuild(SQLModel, table=True):
 
 ALL_TABLES: tuple[type[SQLModel], ...] = (
     SourceFile,
+    MpApiFetch,
     MpMaterial,
     DftEntry,
     SymmetryAnalysisRow,

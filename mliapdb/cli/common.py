@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mliapdb.config import DEFAULT_DB
+from mliapdb.config import DEFAULT_DB, DEFAULT_SYMPREC
 
 
 def db_option(func):
@@ -21,3 +21,33 @@ def db_option(func):
 def resolve_db(ctx: click.Context, db_path: str | None) -> str:
     """The command's ``--db``, else the group's ``--db`` (default ``mliapdb.duckdb``)."""
     return db_path or ctx.find_root().params.get("db") or DEFAULT_DB
+
+
+def dataset_option(func):
+    """``--dataset NAME`` of the ingest commands (default ``mp``)."""
+    return click.option(
+        "--dataset",
+        default="mp",
+        show_default=True,
+        help="Dataset (one MP snapshot) the entries belong to; hulls are built per dataset.",
+    )(func)
+
+
+def symmetry_options(func):
+    """``--symprec`` (repeatable) and ``--symmetry-method`` of the ingest commands."""
+    func = click.option(
+        "--symmetry-method",
+        type=click.Choice(["moyopy", "spglib"]),
+        default="moyopy",
+        show_default=True,
+        help="Library used for the symmetry analysis.",
+    )(func)
+    return click.option(
+        "--symprec",
+        "symprecs",
+        multiple=True,
+        type=float,
+        default=(DEFAULT_SYMPREC,),
+        show_default=True,
+        help="Symmetry tolerance(s) in Angstrom; repeat to store analyses at several.",
+    )(func)

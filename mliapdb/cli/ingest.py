@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from mliapdb.cli.cluster import cluster_options
-from mliapdb.cli.common import db_option, resolve_db
+from mliapdb.cli.common import dataset_option, db_option, resolve_db, symmetry_options
 from mliapdb.cli.output import emit, format_option, status
 from mliapdb.cli.progress import progress_bar, stderr_is_terminal
-from mliapdb.config import DEFAULT_SYMPREC
 
 
 @click.group()
@@ -20,28 +19,8 @@ def ingest() -> None:
 
 @ingest.command("entries")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--dataset",
-    default="mp",
-    show_default=True,
-    help="Dataset (one MP snapshot) the entries belong to; hulls are built per dataset.",
-)
-@click.option(
-    "--symprec",
-    "symprecs",
-    multiple=True,
-    type=float,
-    default=(DEFAULT_SYMPREC,),
-    show_default=True,
-    help="Symmetry tolerance(s) in Angstrom; repeat to store analyses at several.",
-)
-@click.option(
-    "--symmetry-method",
-    type=click.Choice(["moyopy", "spglib"]),
-    default="moyopy",
-    show_default=True,
-    help="Library used for the symmetry analysis.",
-)
+@dataset_option
+@symmetry_options
 @format_option
 @db_option
 @click.pass_context

@@ -8,7 +8,7 @@ import sys
 import click
 
 from mliapdb import __version__
-from mliapdb.cli import ingest, models, query, report, snapshot, sql
+from mliapdb.cli import ingest, ingest_mp, models, query, report, snapshot, sql
 from mliapdb.config import DEFAULT_DB
 from mliapdb.errors import MliapdbError
 
@@ -40,6 +40,7 @@ def cli(db: str) -> None:
 
 
 cli.add_command(ingest.ingest)
+ingest.ingest.add_command(ingest_mp.mp)
 cli.add_command(query.query)
 cli.add_command(sql.sql)
 cli.add_command(models.models)

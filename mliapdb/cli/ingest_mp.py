@@ -1,0 +1,126 @@
+"""``mliapdb ingest mp``: fetch whole chemical systems from the Materials Project API and
+ingest them like entry files."""
+
+from __future__ import annotations
+
+import click
+
+from mliapdb.cli.common import dataset_option, db_option, resolve_db, symmetry_options
+from mliapdb.cli.output import emit, format_option, status
+from mliapdb.cli.progress import progress_bar
+from mliapdb.config import MP_API_ENDPOINT
+
+
+@click.command("mp")
+@click.option(
+    "--chemsys",
+    "chemsys",
+    multiple=True,
+    metavar="SYSTEM",
+    help="Chemical system, e.g. Li-Fe-O: all its entries and those of every subsystem "
+    "(Li, Fe, O, Li-Fe, ...); repeat for several.",
+)
+@click.option(
+    "--material-id",
+    "material_ids",
+    multiple=True,
+    metavar="ID",
+    help="MP material id, e.g. mp-19006: the whole chemical system it belongs to; repeatable.",
+)
+@dataset_option
+@click.option(
+    "--api-key",
+    envvar="MP_API_KEY",
+    show_envvar=True,
+    metavar="KEY",
+    help="Materials Project API key (https://materialsproject.org/api).",
+)
+@click.option(
+    "--endpoint",
+    envvar="MP_API_ENDPOINT",
+    show_envvar=True,
+    default=MP_API_ENDPOINT,
+    show_default=True,
+    help="MP API address.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Retries of a request that is rate limited (HTTP 429) or meets a gateway error "
+    "(502-504).",
+)
+@click.option(
+    "--backoff",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Backoff factor in seconds: waits of BACKOFF x 2^n between retries (or the "
+    "server's Retry-After).",
+)
+@symmetry_options
+@format_option
+@db_option
+@click.pass_context
+def mp(
+    ctx, chemsys, material_ids, dataset, api_key, endpoint, retries, backoff, symprecs,
+    symmetry_method, fmt, db_path,
+) -> None:
+    """Fetch GGA/GGA+U entries from the Materials Project API (mp-api client) and ingest them.
+
+    Each system comes whole, with every subsystem, so its hull is complete. The entries take
+    the path of 'ingest entries' (MP2020 re-applied, symmetry, DFT hull, one transaction);
+    the MP database version is recorded per fetch (table mp_api_fetches), and a dataset
+    holds one version. Entries without a structure or not GGA/GGA+U are left out and listed.
+    Any failure (no or rejected key, rate limit, server error, no network) writes nothing.
+    """
+    from mliapdb import db
+    from mliapdb.cli.ingest import refresh_model_hulls
+    from mliapdb.entries import load_entries
+    from mliapdb.ingest import check_dataset_name, ingest_parsed
+    from mliapdb.mp_api import fetch_entries, fetch_rows, subsystems
+
+    path = resolve_db(ctx, db_path)
+    check_dataset_name(dataset)
+    fetch = fetch_entries(
+        api_key, chemsys=chemsys, material_ids=material_ids, endpoint=endpoint,
+        retries=retries, backoff=backoff, progress=progress_bar,
+    )
+    version = fetch.db_version or "unknown"
+    for system in fetch.systems:
+        status(
+            f"{system.source}: {len(system.entries)} entries of "
+            f"{len(subsystems(system.chemsys))} chemical system(s) (MP database {version})"
+        )
+        for mid, why in system.skipped:
+            status(f"left out {mid} ({system.chemsys}): {why}")
+    parsed = load_entries(fetch.sources)
+    con = db.connect(path, create=True)
+    try:
+        report = ingest_parsed(
+            con, parsed, dataset, symprecs, symmetry_method, progress_bar,
+            extra_rows={"mp_api_fetches": fetch_rows(con, fetch, dataset)},
+        )
+        refresh_model_hulls(con)
+    finally:
+        con.close()
+    for source, mid, reason in report.rejected:
+        status(f"rejected by MP2020 compatibility: {source}: {mid}: {reason}")
+    n_skipped = sum(len(s.skipped) for s in fetch.systems)
+    status(
+        f"{path}: fetched {report.n_read} entries ({n_skipped} left out) from {fetch.endpoint} "
+        f"(MP database {version}) into dataset '{dataset}': {report.n_new} new, "
+        f"{report.n_unchanged} unchanged, {len(report.rejected)} rejected by MP2020; "
+        f"{report.n_symmetry} symmetry analyses (symprec {', '.join(map(str, symprecs))}, "
+        f"{symmetry_method}); "
+        + (f"DFT hull rebuilt ({report.n_hull} entries)" if report.n_new else "hull unchanged")
+    )
+    emit(
+        ["dataset", "mp_db_version", "chemsys", "fetched", "left_out", "new", "unchanged",
+         "rejected", "symmetry_analyses", "hull_entries"],
+        [(dataset, fetch.db_version, " ".join(s.chemsys for s in fetch.systems), report.n_read,
+          n_skipped, report.n_new, report.n_unchanged, len(report.rejected), report.n_symmetry,
+          report.n_hull)],
+        fmt,
+    )
