@@ -140,6 +140,11 @@ def view_queries(con: duckdb.DuckDBPyConnection) -> list[tuple[str, Callable[[],
     except ImportError:  # no model hulls in this code
         return out
     out.append(("model_hull.n_stale (fingerprints)", lambda: int(n_stale(con) >= 0)))
+    try:
+        from mliapdb.error_rows import n_stale as n_stale_rows
+    except ImportError:  # no stored error rows in this code
+        return out
+    out.append(("error_rows.n_stale (fingerprints)", lambda: int(n_stale_rows(con) >= 0)))
     return out
 
 
@@ -200,6 +205,21 @@ def alternatives(con: duckdb.DuckDBPyConnection, repeat: int) -> list[Timing]:
     )
     rows, times = _time(_sql(con, agg), repeat)
     out.append(Timing("materialised table: GROUP BY dof", rows, times))
+    live = con.execute("SELECT count(*) FROM duckdb_views() "
+                       "WHERE view_name = 'stg_ehull_errors_live'").fetchone()[0]
+    if live:  # stored error rows (ehull_errors_all) against computing them live
+        for label, source in (("stored rows (ehull_errors_all)", "ehull_errors_all"),
+                              ("live view (stg_ehull_errors_live)", "stg_ehull_errors_live")):
+            sql = (
+                "SELECT model, settings_hash, calc_kind, convention, dof, count(*), "
+                "avg(abs(e_above_hull_error)), avg(e_above_hull_error), "
+                "median(e_above_hull_error), "
+                "avg(CASE WHEN e_above_hull_error < 0 THEN 1.0 ELSE 0.0 END) "
+                f"FROM {source} WHERE hull_complete AND symprec = 0.1 "
+                "GROUP BY ALL ORDER BY ALL"
+            )
+            rows, times = _time(_sql(con, sql), repeat)
+            out.append(Timing(f"{label}: GROUP BY dof", rows, times))
     return out
 
 
@@ -236,6 +256,18 @@ def rebuild_hull_timings(db: Path) -> list[Timing]:
             t0 = time.perf_counter()
             built = rebuild_model_hulls(con)
             out.append(Timing("rebuild_model_hulls: all stale", len(built),
+                              [time.perf_counter() - t0]))  # fmt: skip
+            try:
+                from mliapdb.error_rows import rebuild_error_rows
+            except ImportError:  # no stored error rows in this code
+                return out
+            t0 = time.perf_counter()
+            stored = rebuild_error_rows(con)  # every build is stale after the hulls
+            out.append(Timing("rebuild_error_rows: all stale", len(stored),
+                              [time.perf_counter() - t0]))  # fmt: skip
+            t0 = time.perf_counter()
+            stored = rebuild_error_rows(con)
+            out.append(Timing("rebuild_error_rows: nothing stale", len(stored),
                               [time.perf_counter() - t0]))  # fmt: skip
         finally:
             con.close()

@@ -396,12 +396,19 @@ def _formula(counts: dict[str, float], chi: dict[str, float]) -> str:
 
 
 def _build_model_hulls(con) -> int | None:
-    """Build every stale model hull; None if this code has no model hulls."""
+    """Build every stale model hull, then the stored error rows; None if this code has no
+    model hulls."""
     try:
         from mliapdb.model_hull import rebuild_model_hulls
     except ImportError:
         return None
-    return len(rebuild_model_hulls(con))
+    n = len(rebuild_model_hulls(con))
+    try:
+        from mliapdb.error_rows import rebuild_error_rows
+    except ImportError:
+        return n
+    rebuild_error_rows(con)
+    return n
 
 
 @dataclass(frozen=True)

@@ -231,6 +231,12 @@ def insert_rows(
     return len(rows)
 
 
+def duckdb_version(con: duckdb.DuckDBPyConnection) -> str:
+    """The DuckDB release of this connection as SQL's ``version()`` gives it (stored with
+    fingerprinted builds: ``hash()`` differs between releases)."""
+    return str(con.execute("SELECT version()").fetchone()[0])
+
+
 def now() -> datetime:
     """UTC now without tzinfo (DuckDB TIMESTAMP)."""
     return datetime.now(UTC).replace(tzinfo=None)

@@ -11,11 +11,20 @@ For each (dataset, model, settings hash, calculation kind) with usable model ene
 A material's row is ``complete`` when every accepted DFT entry of every subsystem of its
 chemical system (elements included for ``"model"``) has a model energy: only then is its hull
 the one the model predicts for all competing phases. Missing entries (failed or unconverged
-relaxations) can only raise the hull and lower the model's Ehull, so the statistics views use
-complete rows only.
+relaxations) can only raise the hull and lower the model's Ehull, so the statistics views
+count complete rows only by default.
+
+Fill-ins (``stg_model_fill_energies``): an entry whose relaxation failed or did not converge
+enters the hull with the lowest energy the model reached for it (single point on the DFT
+structure, or the last step), an upper bound of the model's own minimum; it gets no row of its
+own. ``complete_filled`` says a material's system is complete once fill-ins count (the
+statistics count those rows too when the database setting ``model_hull_coverage`` is
+``filled``). A strictly complete material has no fill-in in its system, so its values are the
+same with or without them.
 
 Each build stores the fingerprint of its inputs (``stg_model_hull_inputs``: count and an
-order-free hash of the model energies, plus the dataset's DFT entries). The views serve a
+order-free hash of the calculations' energy columns, the model's energy convention and the
+dataset's DFT entries). The views serve a
 build only while the fingerprint matches, so a hull is never served stale;
 :func:`rebuild_model_hulls` rebuilds the stale ones (``mliapdb ingest`` does at the end of
 every run; ``mliapdb ingest hulls`` on demand).
@@ -29,7 +38,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from mliapdb.db import insert_rows, now, transaction
+from mliapdb.db import duckdb_version, insert_rows, now, transaction
 
 REFS = ("model", "dft")
 """Elemental references of the model-hull conventions (``model-hull``, ``model-hull-dft-refs``)."""
@@ -48,22 +57,32 @@ class BuildReport:
     key: HullKey
     n_entries: int
     n_complete: int
+    n_filled: int = 0
+    n_complete_filled: int = 0
 
 
-def stale_keys(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[HullKey, str]], list[HullKey]]:
-    """(keys to build with their current fingerprint, keys whose inputs are gone)."""
+def stale_builds(
+    con: duckdb.DuckDBPyConnection, inputs: str, builds: str
+) -> tuple[list[tuple[HullKey, str]], list[HullKey]]:
+    """(keys of view ``inputs`` whose build in table ``builds`` is missing or has another
+    fingerprint, with the current one; keys built whose inputs are gone). ``inputs`` and
+    ``builds`` are names from this package, never user text."""
     rows = con.execute(
         "SELECT i.dataset, i.model, i.settings_hash, i.calc_kind, i.fingerprint "
-        "FROM stg_model_hull_inputs i LEFT JOIN model_hull_builds b "
+        f"FROM {inputs} i LEFT JOIN {builds} b "
         "USING (dataset, model, settings_hash, calc_kind) "
         "WHERE b.fingerprint IS DISTINCT FROM i.fingerprint ORDER BY ALL"
     ).fetchall()
     gone = con.execute(
-        "SELECT b.dataset, b.model, b.settings_hash, b.calc_kind FROM model_hull_builds b "
-        "ANTI JOIN stg_model_hull_inputs i USING (dataset, model, settings_hash, calc_kind) "
-        "ORDER BY ALL"
+        f"SELECT b.dataset, b.model, b.settings_hash, b.calc_kind FROM {builds} b "
+        f"ANTI JOIN {inputs} i USING (dataset, model, settings_hash, calc_kind) ORDER BY ALL"
     ).fetchall()
     return [(HullKey(*r[:4]), r[4]) for r in rows], [HullKey(*r) for r in gone]
+
+
+def stale_keys(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[HullKey, str]], list[HullKey]]:
+    """(model hulls to build with their current fingerprint, builds whose inputs are gone)."""
+    return stale_builds(con, "stg_model_hull_inputs", "model_hull_builds")
 
 
 def n_stale(con: duckdb.DuckDBPyConnection) -> int:
@@ -135,13 +154,22 @@ def _build(con: duckdb.DuckDBPyConnection, key: HullKey, fingerprint: str) -> Bu
         [key.dataset],
     ).fetchall()
     _delete(con, key)
+    fill_rows = con.execute(
+        "SELECT f.material_id, m.composition, f.e_per_atom_fill FROM stg_model_fill_energies f "
+        "JOIN mp_materials m USING (dataset, material_id) WHERE f.dataset = ? AND f.model = ? "
+        "AND f.settings_hash = ? AND f.calc_kind = ? ORDER BY f.material_id",
+        [key.dataset, key.model, key.settings_hash, key.calc_kind],
+    ).fetchall()
     dft_comps = [json.loads(r[1]) for r in dft_rows]
     model_ids = {r[0] for r in model_rows}
+    filled_ids = model_ids | {r[0] for r in fill_rows}
     masks, bits = _masks(dft_comps)
     mask_of = {r[0]: m for r, m in zip(dft_rows, masks, strict=True)}
     single = {1 << b for b in bits.values()}
     missing_all = {m for r, m in zip(dft_rows, masks, strict=True) if r[0] not in model_ids}
     missing_compounds = missing_all - single
+    unfilled_all = {m for r, m in zip(dft_rows, masks, strict=True) if r[0] not in filled_ids}
+    unfilled_compounds = unfilled_all - single
 
     def complete(material_id: str, missing: set[int]) -> bool:
         if not missing:
@@ -150,38 +178,47 @@ def _build(con: duckdb.DuckDBPyConnection, key: HullKey, fingerprint: str) -> Bu
 
     stamp = now()
     rows = []
-    n_complete = 0
+    n_complete = n_complete_filled = 0
     if model_rows:
-        comps = [json.loads(r[1]) for r in model_rows]
-        energies = [r[2] for r in model_rows]
+        # the model's entries first, then the fill-ins (which get no row of their own)
+        hull_rows = model_rows + fill_rows
+        comps = [json.loads(r[1]) for r in hull_rows]
+        energies = [r[2] for r in hull_rows]
         own = compute_hull(comps, energies)
         for i, r in enumerate(model_rows):
-            ok = complete(r[0], missing_all)
+            ok, ok_filled = complete(r[0], missing_all), complete(r[0], unfilled_all)
             n_complete += ok
-            rows.append(_row(key, "model", r[0], energies[i], own, i, ok))
+            n_complete_filled += ok_filled
+            rows.append(_row(key, "model", r[0], energies[i], own, i, ok, ok_filled))
         # DFT elemental references: compounds' model energies + DFT elemental entries
         compound = [i for i, c in enumerate(comps) if sum(v > 0 for v in c.values()) > 1]
         elements = [i for i, c in enumerate(dft_comps) if sum(v > 0 for v in c.values()) == 1]
-        if compound:
+        if any(i < len(model_rows) for i in compound):
             mixed = compute_hull(
                 [comps[i] for i in compound] + [dft_comps[j] for j in elements],
                 [energies[i] for i in compound] + [dft_rows[j][2] for j in elements],
             )
             for k, i in enumerate(compound):
+                if i >= len(model_rows):
+                    break  # fill-ins come last
                 r = model_rows[i]
                 rows.append(_row(key, "dft", r[0], energies[i], mixed, k,
-                                 complete(r[0], missing_compounds)))
+                                 complete(r[0], missing_compounds),
+                                 complete(r[0], unfilled_compounds)))
     insert_rows(con, "model_hull", rows)
     insert_rows(con, "model_hull_builds", [{
         "dataset": key.dataset, "model": key.model, "settings_hash": key.settings_hash,
         "calc_kind": key.calc_kind, "fingerprint": fingerprint,
         "n_entries": len(model_rows), "n_complete": int(n_complete), "built_at": stamp,
+        "n_filled": len(fill_rows), "n_complete_filled": int(n_complete_filled),
+        "duckdb_version": duckdb_version(con),
     }])
-    return BuildReport(key, len(model_rows), int(n_complete))
+    return BuildReport(key, len(model_rows), int(n_complete), len(fill_rows),
+                       int(n_complete_filled))
 
 
 def _row(key: HullKey, refs: str, material_id: str, e_per_atom: float, result, i: int,
-         complete: bool) -> dict:
+         complete: bool, complete_filled: bool) -> dict:
     def num(x: float) -> float | None:
         return None if x != x else float(x)  # NaN -> NULL (no elemental reference)
 
@@ -191,4 +228,5 @@ def _row(key: HullKey, refs: str, material_id: str, e_per_atom: float, result, i
         "e_per_atom": float(e_per_atom), "e_ref_per_atom": num(result.e_ref_per_atom[i]),
         "e_form_per_atom": num(result.e_form_per_atom[i]),
         "e_above_hull": num(result.e_above_hull[i]), "complete": bool(complete),
+        "complete_filled": bool(complete_filled),
     }

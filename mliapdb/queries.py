@@ -26,6 +26,10 @@ GROUPINGS: dict[str, tuple[str, str]] = {
 CONVENTIONS = ("dft-hull", "model-hull", "model-hull-dft-refs")
 """Hull conventions of ``ehull_errors`` (see schema/views/30_stats.sql)."""
 
+HULL_COVERAGES = {"complete": "hull_complete", "filled": "hull_complete_filled"}
+"""Which model-hull rows count: complete chemical systems, or complete once fill-ins count
+(the ``ehull_errors_all`` column for each)."""
+
 
 @dataclass(frozen=True)
 class QueryResult:
@@ -45,6 +49,12 @@ def stats_settings(con: duckdb.DuckDBPyConnection) -> tuple[float, list[int]]:
     threshold, bins = con.execute(
         "SELECT near_hull_threshold, dof_bins FROM stg_stats_settings").fetchone()
     return float(threshold), list(bins)
+
+
+def hull_coverage_setting(con: duckdb.DuckDBPyConnection) -> str:
+    """The database's ``model_hull_coverage``: ``complete`` or ``filled``."""
+    (value,) = con.execute("SELECT model_hull_coverage FROM stg_stats_settings").fetchone()
+    return str(value)
 
 
 def parse_bins(text: str) -> list[int]:
@@ -86,12 +96,14 @@ def ehull_mae(
     convention: str = "dft-hull",
     near_hull: float | None = None,
     bins: list[int] | None = None,
+    hull_coverage: str | None = None,
 ) -> QueryResult:
     """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
     of the model's Ehull per model and ``by`` group, over calculations of ``kind`` under hull
     ``convention`` (model-hull conventions: materials whose chemical system is complete);
     ``near_hull`` (eV/atom) keeps materials with DFT Ehull below it; ``bins`` are the lower
-    edges of the DOF bins (default: the database's)."""
+    edges of the DOF bins (default: the database's); ``hull_coverage`` which model-hull rows
+    count (:data:`HULL_COVERAGES`; default: the database's)."""
     if kind not in CALC_KINDS:
         raise MliapdbError(
             f"unknown calculation kind {kind!r} - use one of {', '.join(CALC_KINDS)}"
@@ -107,8 +119,12 @@ def ehull_mae(
     symmetry_method = symmetry_method or d_method
     _, d_bins = stats_settings(con)
     bins = bins or d_bins
+    hull_coverage = hull_coverage or hull_coverage_setting(con)
+    if hull_coverage not in HULL_COVERAGES:
+        raise MliapdbError(f"unknown hull coverage {hull_coverage!r} - use one of "
+                           f"{', '.join(HULL_COVERAGES)}")
     where = ["symprec = ?", "symmetry_method = ?", "calc_kind = ?", "convention = ?",
-             "hull_complete"]
+             HULL_COVERAGES[hull_coverage]]
     params: list = [symprec, symmetry_method, kind, convention]
     for column, value in (("model", model), ("dataset", dataset), ("settings_hash", settings_hash)):
         if value is not None:
@@ -152,12 +168,15 @@ def ehull_mae(
             f"results span datasets {', '.join(d[0] for d in datasets)} (different MP "
             "snapshots, never mixed) - pick one with --dataset NAME"
         )
+    from mliapdb.error_rows import freshness, stored_rows_sql
+
+    fresh = freshness(con)  # one fingerprint pass: the stored rows that may be served
     expr, label = GROUPINGS[by]
-    source, order_by, group_by = "ehull_errors_all", label, "model, " + label
+    source, order_by, group_by = stored_rows_sql(fresh.fresh_build_ids), label, "model, " + label
     if by == "dof-bin":
         bin_label, bin_order = _dof_bin_sql(bins)
         source = (f"(SELECT * REPLACE ({bin_label} AS dof_bin, {bin_order} AS dof_bin_order) "
-                  "FROM ehull_errors_all)")
+                  f"FROM {source})")
         expr, order_by, group_by = "dof_bin", "dof_bin_order", "model, dof_bin, dof_bin_order"
     group_select = f"{expr} AS {label}, " if label else ""
     if not label:
@@ -184,12 +203,13 @@ def ehull_mae(
         "relax": "converged relaxations",
         "relax_fixsym": "converged symmetry-constrained relaxations",
     }[kind]
+    systems = ("complete chemical systems" if hull_coverage == "complete" else
+               "chemical systems complete once fill-ins count: failed/unconverged relaxations "
+               "enter the hull with their lowest energy")
     hull = {
         "dft-hull": "fixed DFT hull (MP2020-corrected)",
-        "model-hull": "model hull (model's own energies and elemental references; complete "
-                      "chemical systems)",
-        "model-hull-dft-refs": "model hull with DFT elemental references (complete chemical "
-                               "systems)",
+        "model-hull": f"model hull (model's own energies and elemental references; {systems})",
+        "model-hull-dft-refs": f"model hull with DFT elemental references ({systems})",
     }[convention]
     description = (
         f"Ehull error = model - DFT (meV/atom), {hull}, {what}"
@@ -198,7 +218,7 @@ def ehull_mae(
         + f"; symmetry at symprec {symprec:g} A ({symmetry_method}); "
         "frac_underpredicted = share of materials with model Ehull < DFT Ehull"
         + (f"; DOF bins from {','.join(map(str, bins))}" if by == "dof-bin" else "")
-        + _stale_note(con, convention)
+        + _stale_note(con, convention, len(fresh.stale))
     )
     return QueryResult(columns, rows, description)
 
@@ -213,16 +233,24 @@ def near_hull(
     return ehull_mae(con, near_hull=threshold, **kwargs)
 
 
-def _stale_note(con: duckdb.DuckDBPyConnection, convention: str) -> str:
-    if convention == "dft-hull":
-        return ""
+def _stale_note(
+    con: duckdb.DuckDBPyConnection, convention: str, n_stale_rows: int | None = None
+) -> str:
+    """What the views leave out now: stale model hulls (model-hull conventions) and stale
+    stored error rows (every convention)."""
+    from mliapdb.error_rows import freshness
     from mliapdb.model_hull import n_stale
 
-    stale = n_stale(con)
-    if not stale:
+    notes = []
+    if convention != "dft-hull" and (stale := n_stale(con)):
+        notes.append(f"{stale} model hull(s) missing or stale")
+    if n_stale_rows is None:
+        n_stale_rows = len(freshness(con).stale)
+    if n_stale_rows:
+        notes.append(f"{n_stale_rows} result set(s) changed since their error rows were stored")
+    if not notes:
         return ""
-    return (f"; {stale} model hull(s) missing or stale, their rows are left out - run "
-            "'mliapdb ingest hulls'")
+    return f"; {' and '.join(notes)}, their rows are left out - run 'mliapdb ingest hulls'"
 
 
 def _view_query(

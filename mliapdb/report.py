@@ -298,7 +298,7 @@ def _load_convention(
         con,
         "SELECT model, settings_hash, dof, dof_bin, dof_bin_order, near_hull, "
         "dft_e_above_hull, model_e_above_hull, e_above_hull_error FROM ehull_errors "
-        f"WHERE hull_complete AND {cond} ORDER BY dataset, material_id",
+        f"WHERE hull_counted AND {cond} ORDER BY dataset, material_id",
         params,
     )
     return ConventionData(
@@ -485,6 +485,42 @@ def _symmetry_table(con, calc_kind: str, series: Sequence[Series]) -> Table:
 # --- figures --------------------------------------------------------------------------------
 
 
+def _coverage_table(
+    con, calc_kind: str, series: Sequence[Series], conventions: Sequence[str]
+) -> Section:
+    """Materials per model and convention: with a result, in complete chemical systems, and
+    complete once fill-ins count; which of them the statistics count."""
+    where, params = _series_filter(series)
+    rows = _fetch(
+        con,
+        "SELECT model, settings_hash, convention, count(*) AS n, "
+        "count(*) FILTER (WHERE hull_complete) AS complete, "
+        "count(*) FILTER (WHERE hull_complete_filled) AS filled, "
+        "count(*) FILTER (WHERE hull_counted) AS counted "
+        f"FROM ehull_errors WHERE calc_kind = ? AND {where} AND list_contains(?, convention) "
+        "GROUP BY ALL ORDER BY model, settings_hash, convention",
+        [calc_kind, *params, list(conventions)],
+    )
+    (setting,) = con.execute("SELECT model_hull_coverage FROM stg_stats_settings").fetchone()
+    by = {(r["model"], r["settings_hash"]): [] for r in rows}
+    for r in rows:
+        by[r["model"], r["settings_hash"]].append(r)
+    table = _table(
+        "", [("model", False), ("convention", False), ("with a result", True),
+             ("complete systems", True), ("complete with fill-ins", True), ("counted", True)],
+        [[s.label, r["convention"], str(r["n"]), str(r["complete"]), str(r["filled"]),
+          str(r["counted"])] for s in series for r in by.get((s.model, s.settings_hash), [])],
+    )
+    return Section("Coverage", text=[
+        "Materials with a result per model and convention. A result on a model's own hull "
+        "is complete "
+        "when every entry of every subsystem of its chemical system has a usable model "
+        "energy; with fill-ins, failed or unconverged relaxations enter the hull with their "
+        "lowest energy (an upper bound, biased towards underprediction). This database "
+        f"counts {'complete systems only' if setting == 'complete' else 'fill-ins too'} "
+        "(db_settings.model_hull_coverage)."], tables=[table])
+
+
 def _panels(n: int):
     """A Figure (Agg canvas, constrained layout) with ``n`` axes on a grid of at most
     ``MAX_COLS`` columns, unused cells removed."""
@@ -664,7 +700,7 @@ def build_report(
         where, params = _series_filter(series)
         present = {
             r[0] for r in con.execute(
-                f"SELECT DISTINCT convention FROM ehull_errors WHERE hull_complete AND "
+                f"SELECT DISTINCT convention FROM ehull_errors WHERE hull_counted AND "
                 f"calc_kind = ? AND {where}", [calc_kind, *params],
             ).fetchall()
         }
@@ -701,6 +737,7 @@ def build_report(
             f"materials, conventions {', '.join(chosen)}"
         )
         per_convention = [_load_convention(con, calc_kind, c, series) for c in chosen]
+        coverage = _coverage_table(con, calc_kind, series, chosen)
         symmetry = _symmetry_table(con, calc_kind, series) if calc_kind != "single_point" else None
     finally:
         con.close()
@@ -729,7 +766,7 @@ def build_report(
             for m in model_rows if m["name"] in used
         ],
     )
-    sections = [Section("Models", tables=[model_table])]
+    sections = [Section("Models", tables=[model_table]), coverage]
     summary = Section(
         "Study claims",
         text=[

@@ -195,6 +195,7 @@ class ModelHullRow(SQLModel, table=True):
     e_form_per_atom: float | None = None
     e_above_hull: float | None = None
     complete: bool  # every entry of every subsystem has a model energy
+    complete_filled: bool | None = None  # ... once fill-ins count (NULL: built before 0004)
 
 
 class ModelHullBuild(SQLModel, table=True):
@@ -209,6 +210,26 @@ class ModelHullBuild(SQLModel, table=True):
     n_entries: int
     n_complete: int
     built_at: datetime
+    n_filled: int | None = None  # fill-in entries (failed / unconverged relaxations)
+    n_complete_filled: int | None = None
+    duckdb_version: str | None = None  # release that computed the fingerprint
+
+
+class EhullErrorBuild(SQLModel, table=True):
+    """One build of the stored error rows (``ehull_error_rows``, a table of
+    ``stg_ehull_errors_live`` rows with this ``build_id``; written by SQL, so it has no class)
+    and the fingerprint of its inputs."""
+
+    __tablename__ = "ehull_error_builds"
+    dataset: str = Field(primary_key=True)
+    model: str = Field(primary_key=True)
+    settings_hash: str = Field(primary_key=True)
+    calc_kind: str = Field(primary_key=True)
+    build_id: int
+    fingerprint: str
+    n_rows: int
+    built_at: datetime
+    duckdb_version: str  # release that computed the fingerprint (hash() differs)
 
 
 ALL_TABLES: tuple[type[SQLModel], ...] = (
@@ -224,4 +245,5 @@ ALL_TABLES: tuple[type[SQLModel], ...] = (
     SpaceGroupRow,
     ModelHullRow,
     ModelHullBuild,
+    EhullErrorBuild,
 )

@@ -62,6 +62,8 @@ def db_path(tmp_path_factory, mp_dir: Path) -> Path:
         rows.append(_calc(ds, mid, "model-a", n, None, status="failed", settings_hash="def"))
         rows.append(_calc(ds, mid, "raw-b", n, corr, status="not_converged", settings_hash="def"))
         insert_rows(con, "calculations", rows)
+    # rows written by hand: store the model hulls and error rows as every ingest does
+    assert run("--db", str(path), "ingest", "hulls").exit_code == 0
     return path
 
 

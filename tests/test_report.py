@@ -15,7 +15,8 @@ from matplotlib.image import imread
 
 from mliapdb import report as rep
 from mliapdb.cli.main import cli
-from mliapdb.db import insert_rows, now
+from mliapdb.db import connect, insert_rows, now
+from mliapdb.error_rows import rebuild_error_rows
 from mliapdb.tables import Calculation, ModelRow
 
 MODELS = ("model-a", "model-b")
@@ -210,8 +211,9 @@ def test_errors_are_one_line(study: dict, tmp_path: Path) -> None:
     )
     copy = tmp_path / "copy.duckdb"
     shutil.copy(study["path"], copy)
-    with duckdb.connect(str(copy)) as con:  # model-b's model hulls gone: model-a only
+    with connect(copy) as con:  # model-b's model hulls gone: model-a only
         con.execute("DELETE FROM model_hull_builds WHERE model = 'model-b'")
+        rebuild_error_rows(con)  # its error rows stored again, without model-hull rows
     result = rep.build_report(copy, tmp_path / "partial", conventions=["model-hull"])
     assert [f.n_panels for f in result.figures] == [1, 1, 1, 1]
     md = (tmp_path / "partial" / "report.md").read_text()

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from mliapdb import db
 from mliapdb.cli.main import cli
 from mliapdb.db import insert_rows, now
+from mliapdb.error_rows import rebuild_error_rows
 from mliapdb.model_hull import rebuild_model_hulls
 from mliapdb.tables import Calculation, ModelRow
 
@@ -64,12 +65,14 @@ def db_path(tmp_path_factory, mp_dir: Path) -> Path:
                               status="failed" if mid == FAILED else "ok"))
         insert_rows(con, "calculations", rows)
         rebuild_model_hulls(con)
+        rebuild_error_rows(con)
     return path
 
 
-def _pymatgen_hulls(path: Path, model: str):
+def _pymatgen_hulls(path: Path, model: str, fill: bool = False):
     """Model Ehull and formation energy per material from pymatgen's PhaseDiagram: the
-    model's own entries (refs 'model'), and its compounds with the DFT elemental entries."""
+    model's own entries (refs 'model'), and its compounds with the DFT elemental entries;
+    ``fill``: failed relaxations enter the hulls with their single-point energy."""
     from pymatgen.analysis.phase_diagram import PhaseDiagram
     from pymatgen.core import Composition
     from pymatgen.entries.computed_entries import ComputedEntry
@@ -81,6 +84,10 @@ def _pymatgen_hulls(path: Path, model: str):
             "JOIN mp_materials m USING (dataset, material_id) "
             "JOIN dft_entries d USING (dataset, material_id) "
             "WHERE c.model = ? AND c.status = 'ok'", [model]).fetchall()
+        fills = con.execute(
+            "SELECT c.material_id, m.composition, c.energy_single_point / c.n_atoms "
+            "FROM calculations c JOIN mp_materials m USING (dataset, material_id) "
+            "WHERE c.model = ? AND c.status <> 'ok'", [model]).fetchall() if fill else []
         dft = con.execute(
             "SELECT m.material_id, m.composition, d.energy_corrected / d.n_atoms "
             "FROM mp_materials m JOIN dft_entries d USING (dataset, material_id)").fetchall()
@@ -90,12 +97,14 @@ def _pymatgen_hulls(path: Path, model: str):
         return ComputedEntry(c, e_per_atom * c.num_atoms, entry_id=mid)
 
     own = [entry(r[0], r[1], r[2]) for r in rows]
-    pd = PhaseDiagram(own)
+    filled = [entry(r[0], r[1], r[2]) for r in fills]
+    pd = PhaseDiagram(own + filled)
     model_refs = {e.entry_id: (pd.get_e_above_hull(e), pd.get_form_energy_per_atom(e))
                   for e in own}
     compounds = [e for e in own if len(e.composition.elements) > 1]
     elements = [entry(*r) for r in dft if len(Composition(json.loads(r[1])).elements) == 1]
-    pd2 = PhaseDiagram(compounds + elements)
+    pd2 = PhaseDiagram(compounds + [e for e in filled if len(e.composition.elements) > 1]
+                       + elements)
     dft_refs = {e.entry_id: (pd2.get_e_above_hull(e), pd2.get_form_energy_per_atom(e))
                 for e in compounds}
     return model_refs, dft_refs
@@ -158,17 +167,102 @@ def test_stale_hull_is_never_served(db_path: Path, tmp_path: Path) -> None:
                     "WHERE model = ? AND material_id = (SELECT min(material_id) FROM "
                     "calculations)", [MODEL]).fetchall()
         assert con.execute(sql, [MODEL]).fetchone()[0] == 0  # stale: nothing served
-        assert con.execute(sql.replace("model-hull", "dft-hull"), [MODEL]).fetchone()[0] > 0
+        # the stored error rows of every convention are stale too; the live view has them
+        assert con.execute(sql.replace("model-hull", "dft-hull"), [MODEL]).fetchone()[0] == 0
+        live = sql.replace("ehull_errors", "stg_ehull_errors_live").replace("model-hull",
+                                                                           "dft-hull")
+        assert con.execute(live, [MODEL]).fetchone()[0] > 0
     result = run("--db", path, "query", "ehull-mae", "--by", "model", "--convention",
                  "model-hull")
     assert result.exit_code == 0
-    assert "1 model hull(s) missing or stale, their rows are left out - run 'mliapdb ingest " \
-           "hulls'" in result.stderr
+    assert ("1 model hull(s) missing or stale and 1 result set(s) changed since their error "
+            "rows were stored, their rows are left out - run 'mliapdb ingest hulls'"
+            in result.stderr)
     result = run("--db", path, "ingest", "hulls")
     assert result.exit_code == 0, result.output
-    assert "1 model hull(s) rebuilt" in result.stderr
+    assert "1 model hull(s) and 1 error-row build(s) rebuilt" in result.stderr
     with db.connect(path, read_only=True) as con:
         assert con.execute(sql, [MODEL]).fetchone()[0] == before
+
+
+def _all_rows(con, where: str = "TRUE", params: list | None = None, view: str = "ehull_errors_all"):
+    cur = con.execute(f"SELECT * FROM {view} WHERE {where}", params or [])
+    cols = [d[0] for d in cur.description]
+    return sorted(tuple(zip(cols, r, strict=True)) for r in cur.fetchall())
+
+
+def test_stored_error_rows_equal_live_and_are_never_served_stale(db_path: Path,
+                                                                tmp_path: Path) -> None:
+    import shutil
+
+    from mliapdb.error_rows import n_stale
+
+    with db.connect(db_path, read_only=True) as con:
+        (n_builds,) = con.execute("SELECT count(*) FROM ehull_error_builds").fetchone()
+        assert n_builds == 2 and n_stale(con) == 0
+        live = _all_rows(con, view="stg_ehull_errors_live")
+        assert _all_rows(con) == live and len(live) > 200
+    path = tmp_path / "copy.duckdb"
+    shutil.copy(db_path, path)
+    with db.connect(path) as con:
+        # model-b's inputs change: its stored rows are left out, model-a's still served
+        con.execute("UPDATE calculations SET rmsd = 0.5 WHERE model = 'model-b'").fetchall()
+        assert n_stale(con) == 1
+        assert _all_rows(con, "model = 'model-b'") == []
+        assert _all_rows(con, "model = 'model-a'") == [
+            r for r in live if dict(r)["model"] == "model-a"]
+        # a stored build of another DuckDB release (other hash()) is served as stored
+        con.execute("UPDATE ehull_error_builds SET duckdb_version = 'v0.0.1' "
+                    "WHERE model = 'model-b'").fetchall()
+        assert {dict(r)["rmsd"] for r in _all_rows(con, "model = 'model-b'")} == {0.01}
+        con.execute("UPDATE ehull_error_builds SET duckdb_version = version()").fetchall()
+        # a settings change (DOF bins) makes every build stale
+        con.execute("UPDATE db_settings SET value = '1,10' WHERE key = 'dof_bins'").fetchall()
+        assert n_stale(con) == 2 and _all_rows(con) == []
+        rebuild_error_rows(con)
+        assert n_stale(con) == 0
+        rows = _all_rows(con)
+        assert rows == _all_rows(con, view="stg_ehull_errors_live")
+        assert {dict(r)["dof_bin"] for r in rows} <= {"<1", "1-9", "10+"}
+        assert {dict(r)["rmsd"] for r in rows if dict(r)["model"] == "model-b"} == {0.5}
+    result = run("--db", path, "query", "ehull-mae", "--by", "model")
+    assert result.exit_code == 0 and "left out" not in result.stderr
+
+
+def test_fill_ins_complete_systems_with_single_points(db_path: Path, tmp_path: Path) -> None:
+    """model-b's failed MnO relaxation enters its hull with the single-point energy: the Mn-O
+    compounds are complete once fill-ins count, with the values of pymatgen's PhaseDiagram
+    over the model's entries plus the fill-in, and counted under model_hull_coverage
+    'filled'."""
+    import shutil
+
+    model_refs, dft_refs = _pymatgen_hulls(db_path, "model-b", fill=True)
+    with db.connect(db_path, read_only=True) as con:
+        build = con.execute("SELECT n_filled, n_complete, n_complete_filled "
+                            "FROM model_hull_builds WHERE model = 'model-b'").fetchone()
+        rows = con.execute("SELECT refs, material_id, e_above_hull, complete, complete_filled "
+                           "FROM model_hull WHERE model = 'model-b'").fetchall()
+    n = len(model_refs)
+    assert build[0] == 1 and build[1] < n and build[2] == n
+    assert FAILED not in {r[1] for r in rows}  # a fill-in gets no row of its own
+    assert all(r[4] for r in rows) and not all(r[3] for r in rows)
+    for refs, mid, ehull, _, _ in rows:
+        expected = (model_refs if refs == "model" else dft_refs)[mid][0]
+        assert ehull == pytest.approx(expected, abs=1e-6), (refs, mid)
+    path = tmp_path / "filled.duckdb"
+    shutil.copy(db_path, path)
+    sql = ("SELECT n FROM ehull_error_stats WHERE model = 'model-b' AND convention = "
+           "'model-hull' AND grouping = 'all'")
+    with db.connect(path) as con:
+        assert con.execute(sql).fetchone()[0] == build[1]
+        con.execute("UPDATE db_settings SET value = 'filled' "
+                    "WHERE key = 'model_hull_coverage'").fetchall()
+        assert con.execute(sql).fetchone()[0] == n
+    result = run("--db", db_path, "query", "ehull-mae", "--by", "model", "--model", "model-b",
+                 "--convention", "model-hull", "--hull-coverage", "filled", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["n"] == n
+    assert "fill-ins count" in result.stderr
 
 
 def _rows(path: Path, model: str, convention: str) -> list[dict]:

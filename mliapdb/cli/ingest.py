@@ -71,39 +71,51 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> Non
 
 
 def refresh_model_hulls(con) -> None:
-    """Rebuild the model hulls whose inputs changed (one status line per hull)."""
+    """Rebuild the model hulls, then the stored error rows, whose inputs changed (one status
+    line per model hull; one line for the error rows)."""
+    from mliapdb.error_rows import rebuild_error_rows
     from mliapdb.model_hull import rebuild_model_hulls
 
     for built in rebuild_model_hulls(con):
         k = built.key
+        filled = (f", {built.n_complete_filled} with fill-ins for {built.n_filled} failed or "
+                  "unconverged entries" if built.n_filled else "")
         status(
             f"model hull {k.model} ({k.calc_kind}, settings {k.settings_hash}, dataset "
             f"{k.dataset}): {built.n_entries} entries, {built.n_complete} with complete "
-            "chemical systems"
+            f"chemical systems{filled}"
         )
+    stored = rebuild_error_rows(con)
+    if stored:
+        status(f"error rows stored for {len(stored)} model x settings x kind "
+               f"({sum(b.n_rows for b in stored)} rows)")
 
 
 @ingest.command("hulls")
 @db_option
 @click.pass_context
 def hulls(ctx, db_path) -> None:
-    """Rebuild the model hulls (model-hull conventions) whose inputs changed.
+    """Rebuild the model hulls (model-hull conventions) and the stored error rows whose
+    inputs changed.
 
-    'ingest entries' and 'ingest relax' do this at the end of every run; the views never
-    serve a stale hull (its rows disappear until it is rebuilt).
+    'ingest entries' and 'ingest relax' do this at the end of every run. The views never
+    serve stale data: a stale model hull's rows disappear until it is rebuilt, and stale
+    error rows are computed live (slower) until they are stored again.
     """
     from mliapdb import db
+    from mliapdb.error_rows import n_stale as n_stale_rows
     from mliapdb.model_hull import n_stale
 
     path = resolve_db(ctx, db_path)
     con = db.connect(path)
     try:
-        before = n_stale(con)
+        hulls_before, rows_before = n_stale(con), n_stale_rows(con)
         refresh_model_hulls(con)
     finally:
         con.close()
-    status(f"{path}: {before} model hull(s) rebuilt" if before else f"{path}: all model hulls "
-           "are up to date")
+    status(f"{path}: {hulls_before} model hull(s) and {rows_before} error-row build(s) "
+           "rebuilt" if hulls_before or rows_before else
+           f"{path}: all model hulls and error rows are up to date")
 
 
 def _log_result(target, result) -> None:
@@ -238,6 +250,11 @@ def relax(
                 engine=engine, max_atoms=max_atoms,
             )
         refresh_model_hulls(con)
+    except KeyboardInterrupt:
+        status("interrupted - storing the model hulls and error rows of the results so far "
+               "(Ctrl-C again skips it; 'mliapdb ingest hulls' does it later)")
+        refresh_model_hulls(con)
+        raise
     finally:
         con.close()
     if report.n_leftover_parts and on_cluster is None:

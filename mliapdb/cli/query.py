@@ -6,7 +6,7 @@ import click
 
 from mliapdb.cli.common import db_option, resolve_db
 from mliapdb.cli.output import emit, format_option, status
-from mliapdb.queries import CONVENTIONS, GROUPINGS
+from mliapdb.queries import CONVENTIONS, GROUPINGS, HULL_COVERAGES
 
 
 def _run_query(ctx: click.Context, db_path: str | None, fmt: str, func, **kwargs):
@@ -45,6 +45,14 @@ CONVENTION = click.option(
     "model-hull-dft-refs: that hull with DFT elemental references.",
 )
 MODEL = click.option("--model", default=None, help="Only this model.")
+HULL_COVERAGE = click.option(
+    "--hull-coverage",
+    type=click.Choice(list(HULL_COVERAGES)),
+    default=None,
+    help="Model-hull conventions: count materials whose chemical system is complete "
+    "(complete), or complete once failed/unconverged relaxations enter the hull with their "
+    "lowest energy (filled). Default: the database's, complete.",
+)
 
 
 def by_option(default: str):
@@ -85,12 +93,13 @@ def by_option(default: str):
     "--symmetry-method", type=click.Choice(["moyopy", "spglib"]), default=None,
     help="Symmetry library (default: the database's).",
 )
+@HULL_COVERAGE
 @format_option
 @db_option
 @click.pass_context
 def ehull_mae(
     ctx, by, model, kind, convention, near_hull, bins, dataset, settings_hash, symprec,
-    symmetry_method, fmt, db_path,
+    symmetry_method, hull_coverage, fmt, db_path,
 ):
     """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
     of Ehull, per model and group."""
@@ -101,7 +110,7 @@ def ehull_mae(
         ctx, db_path, fmt, run, by=by, model=model, dataset=dataset,
         settings_hash=settings_hash, symprec=symprec, symmetry_method=symmetry_method,
         kind=kind.replace("-", "_"), convention=convention, near_hull=near_hull,
-        bins=parse_bins(bins) if bins else None,
+        bins=parse_bins(bins) if bins else None, hull_coverage=hull_coverage,
     )
     if not result.rows:
         status("no usable calculations match - run 'mliapdb ingest relax --model MODEL' first")
@@ -119,15 +128,17 @@ def ehull_mae(
 @MODEL
 @KIND
 @CONVENTION
+@HULL_COVERAGE
 @format_option
 @db_option
 @click.pass_context
-def near_hull(ctx, threshold, by, model, kind, convention, fmt, db_path):
+def near_hull(ctx, threshold, by, model, kind, convention, hull_coverage, fmt, db_path):
     """Ehull errors of the near-hull materials: are they underpredicted?"""
     from mliapdb.queries import near_hull as run
 
     _run_query(ctx, db_path, fmt, run, threshold=threshold, by=by, model=model,
-               kind=kind.replace("-", "_"), convention=convention)
+               kind=kind.replace("-", "_"), convention=convention,
+               hull_coverage=hull_coverage)
 
 
 def _per_model_query(name: str, function: str, help_text: str) -> None:

@@ -10,8 +10,11 @@
 -- Statistics are per dataset (one MP snapshot): never mixed across datasets.
 
 -- One row per usable calculation (converged relaxation, or single point) x convention x
--- symmetry analysis (every tolerance).
-CREATE OR REPLACE VIEW ehull_errors_all AS
+-- symmetry analysis (every tolerance), computed from the base tables (1 s per aggregate at
+-- 150k materials x 9 models: the statistics read the stored copy, ehull_errors_all). Model-hull rows carry
+-- hull_complete (every entry of every subsystem has a usable model energy) and
+-- hull_complete_filled (complete once fill-ins count); dft-hull rows are complete.
+CREATE OR REPLACE VIEW stg_ehull_errors_live AS
 WITH base AS (
     SELECT
         e.dataset, e.material_id, e.model, e.settings_hash, e.calc_kind, e.e_per_atom_model,
@@ -22,7 +25,7 @@ WITH base AS (
 conv AS (
     SELECT
         b.dataset, b.material_id, b.model, b.settings_hash, b.calc_kind,
-        'dft-hull' AS convention, TRUE AS hull_complete,
+        'dft-hull' AS convention, TRUE AS hull_complete, TRUE AS hull_complete_filled,
         b.e_per_atom_model AS model_e_per_atom,
         b.e_form_per_atom AS model_e_form_per_atom,
         b.e_above_hull AS model_e_above_hull,
@@ -31,7 +34,7 @@ conv AS (
     UNION ALL
     SELECT
         b.dataset, b.material_id, b.model, b.settings_hash, b.calc_kind,
-        'model-hull', h.complete, h.e_per_atom, h.e_form_per_atom, h.e_above_hull,
+        'model-hull', h.complete, h.complete_filled, h.e_per_atom, h.e_form_per_atom, h.e_above_hull,
         b.symmetry_change, b.rmsd
     FROM base AS b
     JOIN stg_model_hull AS h
@@ -41,7 +44,7 @@ conv AS (
     UNION ALL
     SELECT
         b.dataset, b.material_id, b.model, b.settings_hash, b.calc_kind,
-        'model-hull-dft-refs', h.complete, h.e_per_atom, h.e_form_per_atom, h.e_above_hull,
+        'model-hull-dft-refs', h.complete, h.complete_filled, h.e_per_atom, h.e_form_per_atom, h.e_above_hull,
         b.symmetry_change, b.rmsd
     FROM base AS b
     JOIN stg_model_hull AS h
@@ -69,6 +72,7 @@ SELECT
     b.calc_kind,
     b.convention,
     b.hull_complete,
+    b.hull_complete_filled,
     m.formula,
     m.chemsys,
     m.nsites,
@@ -107,20 +111,70 @@ JOIN dft_stability AS d ON d.dataset = b.dataset AND d.material_id = b.material_
 JOIN mp_materials AS m ON m.dataset = b.dataset AND m.material_id = b.material_id
 WHERE d.e_above_hull IS NOT NULL AND b.model_e_above_hull IS NOT NULL;
 
--- ehull_errors_all at the default symmetry tolerance and method.
-CREATE OR REPLACE VIEW ehull_errors AS
-SELECT *
-FROM ehull_errors_all
-WHERE symprec = (SELECT symprec FROM stg_defaults)
-    AND symmetry_method = (SELECT method FROM stg_defaults);
+-- Each model x settings x kind's error-row inputs and their fingerprint: the model hull's
+-- inputs, the calculations' symmetry columns, the dataset's materials, DFT hull and symmetry,
+-- the statistics settings, and the model hull build when it is fresh.
+CREATE OR REPLACE VIEW stg_error_row_inputs AS
+SELECT
+    i.dataset,
+    i.model,
+    i.settings_hash,
+    i.calc_kind,
+    i.fingerprint || '|' || i.symmetry_fingerprint || '|' || d.fingerprint || '|'
+        || (SELECT string_agg(key || '=' || value, ';' ORDER BY key) FROM db_settings
+            WHERE key IN ('near_hull_threshold', 'dof_bins')) || '|'
+        || CASE WHEN b.fingerprint = i.fingerprint THEN CAST(b.built_at AS VARCHAR)
+            ELSE 'no fresh hull' END AS fingerprint
+FROM stg_model_hull_inputs AS i
+JOIN stg_dataset_fingerprints AS d ON d.dataset = i.dataset
+LEFT JOIN model_hull_builds AS b
+    ON b.dataset = i.dataset AND b.model = i.model AND b.settings_hash = i.settings_hash
+    AND b.calc_kind = i.calc_kind;
 
--- Signed Ehull error statistics of complete rows, over all materials ('all') and the
+-- Stored error-row builds and whether each is fresh (its fingerprint equals the inputs').
+CREATE OR REPLACE VIEW stg_error_row_builds AS
+SELECT
+    i.dataset,
+    i.model,
+    i.settings_hash,
+    i.calc_kind,
+    b.build_id,
+    -- a build stored by another DuckDB release (whose hash() differs) is served as stored
+    coalesce(b.fingerprint = i.fingerprint OR b.duckdb_version <> version(), FALSE) AS fresh
+FROM stg_error_row_inputs AS i
+LEFT JOIN ehull_error_builds AS b
+    ON b.dataset = i.dataset AND b.model = i.model AND b.settings_hash = i.settings_hash
+    AND b.calc_kind = i.calc_kind;
+
+-- One row per usable calculation x convention x symmetry analysis: the stored rows of fresh
+-- builds (mliapdb.error_rows, refreshed at the end of every ingest and by 'mliapdb ingest
+-- hulls'). A build whose inputs changed serves nothing until it is stored again (never stale);
+-- stg_ehull_errors_live computes the same rows from the base tables.
+CREATE OR REPLACE VIEW ehull_errors_all AS
+SELECT r.* EXCLUDE (build_id)
+FROM ehull_error_rows AS r
+WHERE r.build_id IN (SELECT build_id FROM stg_error_row_builds WHERE fresh);
+
+-- ehull_errors_all at the default symmetry tolerance and method; hull_counted says whether
+-- the statistics count the row (model_hull_coverage: complete systems only, or also
+-- systems completed by fill-ins).
+CREATE OR REPLACE VIEW ehull_errors AS
+SELECT
+    e.*,
+    e.hull_complete OR (e.hull_complete_filled AND ss.model_hull_coverage = 'filled')
+        AS hull_counted
+FROM ehull_errors_all AS e
+CROSS JOIN stg_stats_settings AS ss
+WHERE e.symprec = (SELECT symprec FROM stg_defaults)
+    AND e.symmetry_method = (SELECT method FROM stg_defaults);
+
+-- Signed Ehull error statistics of counted rows (hull_counted), over all materials ('all') and the
 -- near-hull ones ('near_hull'), by model x settings x kind x convention and each grouping.
 CREATE OR REPLACE VIEW stg_error_stats AS
 WITH rows AS (
-    SELECT 'all' AS subset, * FROM ehull_errors WHERE hull_complete
+    SELECT 'all' AS subset, * FROM ehull_errors WHERE hull_counted
     UNION ALL
-    SELECT 'near_hull' AS subset, * FROM ehull_errors WHERE hull_complete AND near_hull
+    SELECT 'near_hull' AS subset, * FROM ehull_errors WHERE hull_counted AND near_hull
 )
 SELECT
     subset,
@@ -185,7 +239,7 @@ SELECT
     avg(e_form_error) AS e_form_mean_signed_error,
     avg(CASE WHEN e_form_error < 0 THEN 1.0 ELSE 0.0 END) AS e_form_frac_underpredicted
 FROM ehull_errors
-WHERE hull_complete
+WHERE hull_counted
 GROUP BY dataset, model, settings_hash, calc_kind, convention;
 
 -- Stability classification at 0 eV/atom (positive = stable: Ehull <= 0).
@@ -199,7 +253,7 @@ WITH counts AS (
         count(*) FILTER (WHERE NOT model_stable AND NOT dft_stable) AS tn,
         count(*) FILTER (WHERE NOT model_stable AND dft_stable) AS fn
     FROM ehull_errors
-    WHERE hull_complete
+    WHERE hull_counted
     GROUP BY dataset, model, settings_hash, calc_kind, convention
 )
 SELECT
