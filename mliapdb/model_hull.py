@@ -17,7 +17,9 @@ count complete rows only by default.
 Fill-ins (``stg_model_fill_energies``): an entry whose relaxation failed or did not converge
 enters the hull with the lowest energy the model reached for it (single point on the DFT
 structure, or the last step), an upper bound of the model's own minimum; it gets no row of its
-own. ``complete_filled`` says a material's system is complete once fill-ins count (the
+own. An entry with no model energy at all (the single point failed) whose DFT Ehull is at
+least :data:`FAR_ABOVE_HULL` is assumed to lie off the model's hull. ``complete_filled``
+says a material's system is complete once fill-ins count (the
 statistics count those rows too when the database setting ``model_hull_coverage`` is
 ``filled``). A strictly complete material has no fill-in in its system, so its values are the
 same with or without them.
@@ -39,6 +41,12 @@ from dataclasses import dataclass
 import duckdb
 
 from mliapdb.db import duckdb_version, insert_rows, now, transaction
+
+FAR_ABOVE_HULL = 0.2
+"""eV/atom: an entry with no model energy at all (calculation failed before any energy)
+whose DFT Ehull is at least this is assumed not to lie on the model's hull, so it does not
+make its supersystems incomplete under fill-ins (``complete_filled``). 0.2 eV/atom is several
+times the Ehull MAE of any MLIAP measured here."""
 
 REFS = ("model", "dft")
 """Elemental references of the model-hull conventions (``model-hull``, ``model-hull-dft-refs``)."""
@@ -148,8 +156,9 @@ def _build(con: duckdb.DuckDBPyConnection, key: HullKey, fingerprint: str) -> Bu
         [key.dataset, key.model, key.settings_hash, key.calc_kind],
     ).fetchall()
     dft_rows = con.execute(
-        "SELECT m.material_id, m.composition, e.energy_corrected / e.n_atoms "
+        "SELECT m.material_id, m.composition, e.energy_corrected / e.n_atoms, h.e_above_hull "
         "FROM mp_materials m JOIN dft_entries e USING (dataset, material_id) "
+        "LEFT JOIN dft_hull h USING (dataset, material_id) "
         "WHERE m.dataset = ? AND e.compat_status = 'ok' ORDER BY m.material_id",
         [key.dataset],
     ).fetchall()
@@ -168,7 +177,12 @@ def _build(con: duckdb.DuckDBPyConnection, key: HullKey, fingerprint: str) -> Bu
     single = {1 << b for b in bits.values()}
     missing_all = {m for r, m in zip(dft_rows, masks, strict=True) if r[0] not in model_ids}
     missing_compounds = missing_all - single
-    unfilled_all = {m for r, m in zip(dft_rows, masks, strict=True) if r[0] not in filled_ids}
+    # an entry the model gave no energy at all counts as off the hull for complete_filled
+    # when DFT puts it far above the hull (a crashed or refused calculation, e.g. CHGNet on a
+    # structure with isolated atoms)
+    off_hull = {r[0] for r in dft_rows if r[3] is not None and r[3] >= FAR_ABOVE_HULL}
+    unfilled_all = {m for r, m in zip(dft_rows, masks, strict=True)
+                    if r[0] not in filled_ids and r[0] not in off_hull}
     unfilled_compounds = unfilled_all - single
 
     def complete(material_id: str, missing: set[int]) -> bool:

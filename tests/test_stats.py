@@ -18,7 +18,7 @@ from mliapdb import db
 from mliapdb.cli.main import cli
 from mliapdb.db import insert_rows, now
 from mliapdb.error_rows import rebuild_error_rows
-from mliapdb.model_hull import rebuild_model_hulls
+from mliapdb.model_hull import FAR_ABOVE_HULL, rebuild_model_hulls
 from mliapdb.tables import Calculation, ModelRow
 
 MODEL = "model-a"
@@ -258,6 +258,18 @@ def test_fill_ins_complete_systems_with_single_points(db_path: Path, tmp_path: P
         con.execute("UPDATE db_settings SET value = 'filled' "
                     "WHERE key = 'model_hull_coverage'").fetchall()
         assert con.execute(sql).fetchone()[0] == n
+        # no energy at all (the single point failed): its supersystems stay incomplete,
+        # unless DFT puts the entry at least FAR_ABOVE_HULL above the hull
+        con.execute("UPDATE calculations SET energy_single_point = NULL "
+                    "WHERE model = 'model-b' AND status = 'failed'").fetchall()
+        built = "SELECT n_filled, n_complete_filled FROM model_hull_builds WHERE model = 'model-b'"
+        rebuild_model_hulls(con)
+        assert con.execute(built).fetchone() == (0, build[1])  # MnO: 80 meV/atom above
+        con.execute("UPDATE dft_hull SET e_above_hull = ? WHERE material_id = ?",
+                    [FAR_ABOVE_HULL, FAILED]).fetchall()
+        con.execute("DELETE FROM model_hull_builds WHERE model = 'model-b'").fetchall()
+        rebuild_model_hulls(con)
+        assert con.execute(built).fetchone() == (0, n)
     result = run("--db", db_path, "query", "ehull-mae", "--by", "model", "--model", "model-b",
                  "--convention", "model-hull", "--hull-coverage", "filled", "--format", "json")
     assert result.exit_code == 0, result.output

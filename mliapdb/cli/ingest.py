@@ -78,8 +78,8 @@ def refresh_model_hulls(con) -> None:
 
     for built in rebuild_model_hulls(con):
         k = built.key
-        filled = (f", {built.n_complete_filled} with fill-ins for {built.n_filled} failed or "
-                  "unconverged entries" if built.n_filled else "")
+        filled = (f", {built.n_complete_filled} once fill-ins count ({built.n_filled} "
+                  "fill-in energies)" if built.n_complete_filled != built.n_complete else "")
         status(
             f"model hull {k.model} ({k.calc_kind}, settings {k.settings_hash}, dataset "
             f"{k.dataset}): {built.n_entries} entries, {built.n_complete} with complete "
