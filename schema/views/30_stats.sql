@@ -266,7 +266,8 @@ SELECT
     (tp / nullif(tp + fp, 0)) / nullif((tp + fn) / n, 0) AS daf
 FROM counts;
 
--- Symmetry after relaxation per model x settings x kind (relaxations only).
+-- Symmetry after relaxation per model x settings x kind (relaxations only): the usable
+-- relaxations of the statistics (one dft-hull row each in the stored error rows).
 CREATE OR REPLACE VIEW symmetry_changes AS
 SELECT
     dataset,
@@ -280,6 +281,6 @@ SELECT
     count(*) FILTER (WHERE symmetry_change = 'changed') AS changed,
     count(*) FILTER (WHERE symmetry_change = 'kept') / count(*) AS frac_kept,
     avg(rmsd) AS mean_rmsd
-FROM model_energies
-WHERE status = 'ok' AND calc_kind <> 'single_point' AND symmetry_change IS NOT NULL
+FROM ehull_errors
+WHERE convention = 'dft-hull' AND calc_kind <> 'single_point' AND symmetry_change IS NOT NULL
 GROUP BY dataset, model, settings_hash, calc_kind;
