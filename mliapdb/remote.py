@@ -41,7 +41,16 @@ def open_remote(url: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         )
     con = duckdb.connect(config={"autoinstall_known_extensions": False})
     try:
-        target = url if load_httpfs(con) else _register_range_fs(con, url)
+        if load_httpfs(con):
+            target = url
+        else:
+            try:  # the reason DuckDB's fsspec bridge would hide ("does not exist")
+                remote_size(url)
+            except OSError as exc:
+                reason = ("not found (HTTP 404)" if isinstance(exc, FileNotFoundError)
+                          else str(exc).removeprefix(f"{url}: "))
+                raise MliapdbError(f"cannot open {url}: {reason}") from exc
+            target = _register_range_fs(con, url)
         try:
             con.execute(f"ATTACH ? AS {CATALOG} (READ_ONLY)", [target])
         except duckdb.Error as exc:
