@@ -314,6 +314,45 @@ def stability(
     )
 
 
+def relaxation_effect(
+    con: duckdb.DuckDBPyConnection, model: str | None = None, kind: str = "relax",
+    convention: str = "dft-hull", by: str = "model",
+) -> QueryResult:
+    """The same materials after a single point on the DFT structure and after a relaxation of
+    ``kind``: Ehull MAE, mean signed error and fraction underpredicted of both, and the
+    relaxation energy (meV/atom), per model (``by="model"``) or per model and DOF bin
+    (``by="dof-bin"``)."""
+    if kind == "single_point":
+        raise MliapdbError("--kind must be a relaxation (relax or relax-fixsym): the effect "
+                           "of relaxing is measured against the single points")
+    if by not in ("model", "dof-bin"):
+        raise MliapdbError(f"unknown grouping {by!r} - use one of model, dof-bin")
+    columns = [("model", "model")]
+    if by == "dof-bin":
+        columns.append(("group_value", "dof_bin"))
+    columns += [
+        ("n", "n"),
+        ("round(single_point_mae * 1000, 2)", "sp_mae_meV"),
+        ("round(relaxed_mae * 1000, 2)", "relaxed_mae_meV"),
+        ("round(single_point_mean_signed_error * 1000, 2)", "sp_mean_signed_error_meV"),
+        ("round(relaxed_mean_signed_error * 1000, 2)", "relaxed_mean_signed_error_meV"),
+        ("round(single_point_frac_underpredicted, 3)", "sp_frac_underpredicted"),
+        ("round(relaxed_frac_underpredicted, 3)", "relaxed_frac_underpredicted"),
+        ("round(mean_relaxation_energy * 1000, 2)", "mean_relaxation_energy_meV"),
+        ("round(median_relaxation_energy * 1000, 2)", "median_relaxation_energy_meV"),
+        ("round(frac_symmetry_kept, 3)", "frac_symmetry_kept"),
+    ]
+    return _view_query(
+        con, "relaxation_effect_stats", columns,
+        {"model": model, "calc_kind": kind, "convention": convention,
+         "grouping": "dof_bin" if by == "dof-bin" else "all"},
+        "model, group_order",
+        f"Ehull error = model - DFT (meV/atom), {convention}, the same materials after a single "
+        f"point on the DFT structure (sp) and after {kind}; relaxation energy = relaxed - "
+        "single-point model energy" + _stale_note(con, convention),
+    )
+
+
 def symmetry(con: duckdb.DuckDBPyConnection, model: str | None = None) -> QueryResult:
     """Space group kept / lowered / raised / changed after relaxation, per model and kind."""
     return _view_query(

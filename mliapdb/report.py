@@ -482,6 +482,60 @@ def _symmetry_table(con, calc_kind: str, series: Sequence[Series]) -> Table:
     )
 
 
+def _relaxation_effect_section(
+    con, calc_kind: str, series: Sequence[Series], conventions: Sequence[str]
+) -> Section | None:
+    """Single point vs relaxation of the same materials (relaxation_effect_stats): per model
+    and convention, then per DOF bin; None without single points of these models."""
+    rows = _fetch(
+        con,
+        "SELECT * FROM relaxation_effect_stats WHERE calc_kind = ? "
+        "AND list_contains(?, convention) ORDER BY model, convention, group_order",
+        [calc_kind, list(conventions)],
+    )
+    shown = {(s.model, s.settings_hash): s.label for s in series}
+    rows = [r for r in rows if (r["model"], r["relax_settings_hash"]) in shown]
+    if not rows:
+        return None
+    columns = [
+        ("n", True), ("MAE sp", True), ("MAE relaxed", True), ("mean signed sp", True),
+        ("mean signed relaxed", True), ("frac under sp", True), ("frac under relaxed", True),
+        ("relaxation energy mean", True), ("median", True), ("frac symmetry kept", True),
+    ]
+
+    def cells(r: dict) -> list[str]:
+        return [
+            str(r["n"]), _mev(r["single_point_mae"]), _mev(r["relaxed_mae"]),
+            _mev(r["single_point_mean_signed_error"]), _mev(r["relaxed_mean_signed_error"]),
+            _frac(r["single_point_frac_underpredicted"]), _frac(r["relaxed_frac_underpredicted"]),
+            _mev(r["mean_relaxation_energy"]), _mev(r["median_relaxation_energy"]),
+            _frac(r["frac_symmetry_kept"]),
+        ]
+
+    def label(r: dict) -> str:
+        return shown[r["model"], r["relax_settings_hash"]]
+
+    overall = _table(
+        "Per model and convention",
+        [("model", False), ("convention", False), *columns],
+        [[label(r), r["convention"], *cells(r)] for r in rows if r["grouping"] == "all"],
+    )
+    by_dof = _table(
+        "Per DOF bin (dft-hull)",
+        [("model", False), ("DOF bin", False), *columns],
+        [[label(r), r["group_value"], *cells(r)] for r in rows
+         if r["grouping"] == "dof_bin" and r["convention"] == "dft-hull"],
+    )
+    return Section(
+        "Relaxation effect",
+        text=["The same materials after a single point on the DFT structure (sp) and after "
+              "the relaxation: Ehull errors model - DFT and relaxation energy (relaxed - "
+              "single-point model energy), meV/atom. The difference separates an error of the "
+              "energy surface from an effect of relaxing."],
+        tables=[overall] + ([by_dof] if by_dof.rows else []),
+    )
+
+
 # --- figures --------------------------------------------------------------------------------
 
 
@@ -739,6 +793,8 @@ def build_report(
         per_convention = [_load_convention(con, calc_kind, c, series) for c in chosen]
         coverage = _coverage_table(con, calc_kind, series, chosen)
         symmetry = _symmetry_table(con, calc_kind, series) if calc_kind != "single_point" else None
+        effect = (_relaxation_effect_section(con, calc_kind, series, chosen)
+                  if calc_kind != "single_point" else None)
     finally:
         con.close()
 
@@ -787,6 +843,8 @@ def build_report(
         sec = _convention_section(data, series, out, near_hull_mev)
         figures += sec.figures
         sections.append(sec)
+    if effect is not None:
+        sections.append(effect)
     if symmetry is not None:
         sections.append(Section("Symmetry changes", tables=[symmetry]))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -399,3 +400,58 @@ def test_query_commands(db_path: Path) -> None:
     stab = run("--db", db_path, "query", "stability", "--convention", "model-hull",
                "--model", "model-b", "--format", "json")
     assert stab.exit_code == 0 and json.loads(stab.stdout)[0]["n"] < len(rows)
+
+
+def test_relaxation_effect_matches_python(db_path: Path, tmp_path: Path) -> None:
+    """Single points above the relaxed energies (deterministic offsets): the paired view
+    equals the same statistics computed from the two kinds' ehull_errors rows."""
+    import shutil
+
+    path = tmp_path / "paired.duckdb"
+    shutil.copy(db_path, path)
+    with db.connect(path) as con:
+        relaxed = con.execute(
+            "SELECT dataset, material_id, n_atoms, energy_relaxed FROM calculations "
+            "WHERE model = ? AND status = 'ok'", [MODEL]).fetchall()
+        insert_rows(con, "calculations", [
+            {**_calc(ds, mid, MODEL, n, e + abs(delta(mid + "sp")) * n, kind="single_point"),
+             "settings_hash": "s0"} for ds, mid, n, e in relaxed])
+        rebuild_model_hulls(con)
+        rebuild_error_rows(con)
+    for convention in ("dft-hull", "model-hull"):
+        with db.connect(path, read_only=True) as con:
+            cur = con.execute(
+                "SELECT calc_kind, material_id, dof_bin, e_above_hull_error, model_e_per_atom "
+                "FROM ehull_errors WHERE model = ? AND convention = ? AND hull_counted",
+                [MODEL, convention])
+            rows = cur.fetchall()
+            got = {r[0]: r[1:] for r in con.execute(
+                "SELECT group_value, n, single_point_mae, relaxed_mean_signed_error, "
+                "relaxed_frac_underpredicted, median_relaxation_energy FROM "
+                "relaxation_effect_stats WHERE model = ? AND convention = ?",
+                [MODEL, convention]).fetchall()}
+        sp = {r[1]: r for r in rows if r[0] == "single_point"}
+        pairs = [(sp[r[1]], r) for r in rows if r[0] == "relax" and r[1] in sp]
+        groups: dict[str, list] = {"all": pairs}
+        for pair in pairs:
+            groups.setdefault(pair[1][2], []).append(pair)
+        assert set(got) == set(groups)
+        for group, members in groups.items():
+            n, sp_mae, rx_mean, rx_under, median_e = got[group]
+            assert n == len(members)
+            assert sp_mae == pytest.approx(sum(abs(s[3]) for s, _ in members) / n)
+            assert rx_mean == pytest.approx(sum(r[3] for _, r in members) / n)
+            assert rx_under == pytest.approx(sum(r[3] < 0 for _, r in members) / n)
+            assert median_e == pytest.approx(statistics.median(r[4] - s[4] for s, r in members))
+        assert got["all"][4] < 0  # the relaxed energies are the lower ones
+    result = run("--db", path, "query", "relax-effect", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].startswith(f"{MODEL},{len(sp)},")
+    bad = run("--db", path, "query", "relax-effect", "--by", "spacegroup")
+    assert bad.exit_code == 2
+    from mliapdb.report import build_report
+
+    md = build_report(path, tmp_path / "report", conventions=["dft-hull"]).report.to_markdown()
+    section = md[md.index("## Relaxation effect"):]
+    assert re.search(rf"\| {MODEL} +\| dft-hull +\| +{len(sp)} \|", section)
+    assert "### Per DOF bin (dft-hull)" in section

@@ -165,6 +165,25 @@ _per_model_query("stability", "stability",
                  "Stability classification per model: TP/FP/TN/FN, precision, recall, F1, DAF.")
 
 
+@query.command("relax-effect")
+@click.option("--by", type=click.Choice(["model", "dof-bin"]), default="model",
+              show_default=True, help="Per model, or per model and DOF bin.")
+@MODEL
+@click.option("--kind", type=click.Choice(["relax", "relax-fixsym"]), default="relax",
+              show_default=True, help="The relaxation compared with the single points.")
+@CONVENTION
+@format_option
+@db_option
+@click.pass_context
+def relax_effect(ctx, by, model, kind, convention, fmt, db_path):
+    """What relaxing does: Ehull errors of the same materials after a single point on the DFT
+    structure and after a relaxation, and the relaxation energy."""
+    from mliapdb.queries import relaxation_effect as run
+
+    _run_query(ctx, db_path, fmt, run, by=by, model=model, kind=kind.replace("-", "_"),
+               convention=convention)
+
+
 @query.command("symmetry")
 @MODEL
 @format_option

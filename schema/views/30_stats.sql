@@ -284,3 +284,44 @@ SELECT
 FROM ehull_errors
 WHERE convention = 'dft-hull' AND calc_kind <> 'single_point' AND symmetry_change IS NOT NULL
 GROUP BY dataset, model, settings_hash, calc_kind;
+
+-- What relaxing does to the Ehull error: the same materials (counted rows of both kinds)
+-- after a single point on the DFT structure and after a relaxation (free or
+-- symmetry-constrained), per model x relaxation kind x convention, over all materials and per
+-- DOF bin. relaxation_energy = relaxed - single-point model energy (eV/atom, <= 0 when the
+-- relaxation found a lower minimum).
+CREATE OR REPLACE VIEW relaxation_effect_stats AS
+WITH
+    sp AS (SELECT * FROM ehull_errors WHERE calc_kind = 'single_point' AND hull_counted),
+    rx AS (SELECT * FROM ehull_errors WHERE calc_kind <> 'single_point' AND hull_counted)
+SELECT
+    rx.dataset,
+    rx.model,
+    rx.calc_kind,
+    rx.convention,
+    rx.settings_hash AS relax_settings_hash,
+    sp.settings_hash AS single_point_settings_hash,
+    CASE WHEN grouping(rx.dof_bin) = 0 THEN 'dof_bin' ELSE 'all' END AS grouping,
+    coalesce(rx.dof_bin, 'all') AS group_value,
+    coalesce(rx.dof_bin_order, 0) AS group_order,
+    count(*) AS n,
+    avg(abs(sp.e_above_hull_error)) AS single_point_mae,
+    avg(abs(rx.e_above_hull_error)) AS relaxed_mae,
+    avg(sp.e_above_hull_error) AS single_point_mean_signed_error,
+    avg(rx.e_above_hull_error) AS relaxed_mean_signed_error,
+    avg(CASE WHEN sp.e_above_hull_error < 0 THEN 1.0 ELSE 0.0 END)
+        AS single_point_frac_underpredicted,
+    avg(CASE WHEN rx.e_above_hull_error < 0 THEN 1.0 ELSE 0.0 END)
+        AS relaxed_frac_underpredicted,
+    avg(rx.model_e_per_atom - sp.model_e_per_atom) AS mean_relaxation_energy,
+    median(rx.model_e_per_atom - sp.model_e_per_atom) AS median_relaxation_energy,
+    avg(CASE WHEN rx.symmetry_change = 'kept' THEN 1.0 ELSE 0.0 END) AS frac_symmetry_kept
+FROM rx
+JOIN sp
+    ON sp.dataset = rx.dataset AND sp.material_id = rx.material_id AND sp.model = rx.model
+    AND sp.convention = rx.convention
+GROUP BY GROUPING SETS (
+    (rx.dataset, rx.model, rx.calc_kind, rx.convention, rx.settings_hash, sp.settings_hash),
+    (rx.dataset, rx.model, rx.calc_kind, rx.convention, rx.settings_hash, sp.settings_hash,
+        rx.dof_bin, rx.dof_bin_order)
+);
