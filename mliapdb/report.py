@@ -373,7 +373,7 @@ def claims(data: ConventionData, series: Series) -> list[str]:
 _STAT_COLUMNS = [
     ("n", True), ("MAE (meV/atom)", True), ("RMSE (meV/atom)", True),
     ("mean signed error (meV/atom)", True), ("median signed error (meV/atom)", True),
-    ("frac underpredicted", True),
+    ("frac underpredicted", True), ("Ehull scale", True),
 ]
 
 
@@ -381,6 +381,7 @@ def _stat_cells(r: dict) -> list[str]:
     return [
         str(r["n"]), _mev(r["mae"]), _mev(r["rmse"]), _mev(r["mean_signed_error"]),
         _mev(r["median_signed_error"]), _frac(r["frac_underpredicted"]),
+        _num(r["ehull_scale"], 3),
     ]
 
 
@@ -695,7 +696,10 @@ def _convention_section(
     complete results in it."""
     c = data.convention
     shown = [s for s in series if data.errors[s]]
-    sec = Section(f"Convention {c}", text=[CONVENTION_TEXT.get(c, c) + "."])
+    sec = Section(f"Convention {c}", text=[
+        CONVENTION_TEXT.get(c, c) + ".",
+        "Ehull scale: least-squares slope of the model's Ehull on DFT's through the origin "
+        "(below 1: the model compresses the energies above the hull)."])
     missing = [s.label for s in series if s not in shown]
     if missing:
         sec.text.append(f"No complete {c} results for: {', '.join(missing)}.")

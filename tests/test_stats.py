@@ -330,6 +330,9 @@ def test_error_stats_views_match_python(db_path: Path, convention: str, view: st
     for key, errors in groups.items():
         for name, value in _stats(errors).items():
             assert got[key][name] == pytest.approx(value, abs=1e-12), (key, name)
+    pairs = [(r["dft_e_above_hull"], r["model_e_above_hull"]) for r in rows]
+    scale = sum(d * m for d, m in pairs) / sum(d * d for d, _ in pairs)
+    assert got["all", "all"]["ehull_scale"] == pytest.approx(scale, rel=1e-12)
 
 
 def test_energy_stats_and_classification_match_python(db_path: Path) -> None:

@@ -204,7 +204,11 @@ SELECT
     sqrt(avg(e_above_hull_error * e_above_hull_error)) AS rmse,
     avg(e_above_hull_error) AS mean_signed_error,
     median(e_above_hull_error) AS median_signed_error,
-    avg(CASE WHEN e_above_hull_error < 0 THEN 1.0 ELSE 0.0 END) AS frac_underpredicted
+    avg(CASE WHEN e_above_hull_error < 0 THEN 1.0 ELSE 0.0 END) AS frac_underpredicted,
+    -- least-squares slope of model Ehull on DFT Ehull through the origin: < 1 when the model
+    -- compresses the energy scale above the hull (a softened energy surface)
+    sum(model_e_above_hull * dft_e_above_hull)
+        / nullif(sum(dft_e_above_hull * dft_e_above_hull), 0) AS ehull_scale
 FROM rows
 GROUP BY GROUPING SETS (
     (subset, dataset, model, settings_hash, calc_kind, convention),
