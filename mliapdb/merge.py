@@ -72,11 +72,14 @@ def merge(
 ) -> MergeReport:
     """Merge ``inputs`` into the new database ``into``; ``refresh(con)`` rebuilds the model
     hulls and stored error rows at the end (default
-    :func:`mliapdb.cli.ingest.refresh_model_hulls`). Nothing is written on any error."""
+    :func:`mliapdb.derived.refresh_derived`). Nothing is written on any error."""
     from mliapdb import db
 
     if refresh is None:
-        from mliapdb.cli.ingest import refresh_model_hulls as refresh
+        from mliapdb.derived import refresh_derived
+
+        def refresh(con: duckdb.DuckDBPyConnection) -> None:
+            refresh_derived(con, on_status)
     inputs = [Path(p) for p in inputs]
     if len(inputs) < 2:
         raise MliapdbError("merge needs at least two databases")

@@ -71,24 +71,11 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> Non
 
 
 def refresh_model_hulls(con) -> None:
-    """Rebuild the model hulls, then the stored error rows, whose inputs changed (one status
-    line per model hull; one line for the error rows)."""
-    from mliapdb.error_rows import rebuild_error_rows
-    from mliapdb.model_hull import rebuild_model_hulls
+    """Rebuild the model hulls, then the stored error rows, whose inputs changed (status
+    lines on stderr)."""
+    from mliapdb.derived import refresh_derived
 
-    for built in rebuild_model_hulls(con):
-        k = built.key
-        filled = (f", {built.n_complete_filled} once fill-ins count ({built.n_filled} "
-                  "fill-in energies)" if built.n_complete_filled != built.n_complete else "")
-        status(
-            f"model hull {k.model} ({k.calc_kind}, settings {k.settings_hash}, dataset "
-            f"{k.dataset}): {built.n_entries} entries, {built.n_complete} with complete "
-            f"chemical systems{filled}"
-        )
-    stored = rebuild_error_rows(con)
-    if stored:
-        status(f"error rows stored for {len(stored)} model x settings x kind "
-               f"({sum(b.n_rows for b in stored)} rows)")
+    refresh_derived(con, status)
 
 
 @ingest.command("hulls")
