@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import duckdb
 
-from mliapdb.db import duckdb_version, insert_rows, now, transaction
-from mliapdb.model_hull import HullKey, stale_builds
+from mliapdb.db import duckdb_version, insert_rows, now
+from mliapdb.model_hull import HullKey, rebuild_stale, stale_builds
 
 _KEY = ("dataset", "model", "settings_hash", "calc_kind")
 _WHERE = " AND ".join(f"{c} = ?" for c in _KEY)
@@ -72,17 +72,7 @@ def rebuild_error_rows(
     """Store the error rows of every stale (dataset, model, settings, kind) (or only ``keys``
     among them), each in one transaction; delete builds whose inputs are gone. Run it after
     :func:`mliapdb.model_hull.rebuild_model_hulls` (their rows include the model hull's)."""
-    build, gone = stale_error_keys(con)
-    for key in gone:
-        with transaction(con):
-            _delete(con, key)
-    out = []
-    for key, fingerprint in build:
-        if keys is not None and key not in keys:
-            continue
-        with transaction(con):
-            out.append(_build(con, key, fingerprint))
-    return out
+    return rebuild_stale(con, stale_error_keys(con), _delete, _build, keys)
 
 
 def _params(key: HullKey) -> list[str]:

@@ -103,17 +103,25 @@ def rebuild_model_hulls(
 ) -> list[BuildReport]:
     """Rebuild every stale model hull (or only ``keys`` among them), each in one transaction;
     delete builds whose inputs are gone. Returns what was built."""
-    build, gone = stale_keys(con)
-    reports = []
+    return rebuild_stale(con, stale_keys(con), _delete, _build, keys)
+
+
+def rebuild_stale(con, stale, delete, build, keys=None) -> list:
+    """The refresh shared by the derived tables: ``stale`` = (keys to build with their
+    fingerprint, keys whose inputs are gone); ``delete(con, key)`` each gone one and
+    ``build(con, key, fingerprint)`` each stale one (or only ``keys`` among them), one
+    transaction each. Returns what ``build`` returned."""
+    to_build, gone = stale
     for key in gone:
         with transaction(con):
-            _delete(con, key)
-    for key, fingerprint in build:
+            delete(con, key)
+    out = []
+    for key, fingerprint in to_build:
         if keys is not None and key not in keys:
             continue
         with transaction(con):
-            reports.append(_build(con, key, fingerprint))
-    return reports
+            out.append(build(con, key, fingerprint))
+    return out
 
 
 def _delete(con: duckdb.DuckDBPyConnection, key: HullKey) -> None:
