@@ -10,7 +10,7 @@ MACE_VENV ?= .venv-mace
 MACE_BIN := $(MACE_VENV)/bin
 
 .PHONY: install install-mace demo test lint bench bench-hull bench-relax bench-overhead \
-	bench-batched bench-stats docs docs-check clean
+	bench-batched bench-stats bench-open docs docs-check clean
 
 install: $(VENV)/.installed
 
@@ -57,7 +57,7 @@ test: install install-mace
 lint: install
 	$(BIN)/ruff check mliapdb tests bench
 
-bench: bench-hull bench-relax bench-overhead bench-batched
+bench: bench-hull bench-relax bench-overhead bench-batched bench-open
 
 bench-hull: install
 	$(BIN)/python bench/bench_hull.py --data $(DATA)
@@ -67,6 +67,9 @@ bench-relax: install
 
 bench-overhead: install
 	$(BIN)/python bench/bench_overhead.py --data $(DATA)
+
+bench-open: install
+	$(BIN)/python bench/bench_open.py --data $(DATA)
 
 # Synthetic MP-scale database (150,000 materials x 9 models), generated once (~4 min) into a
 # gitignored folder; then every statistics query of the CLI is timed on it (~16 min on 2

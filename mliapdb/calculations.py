@@ -54,26 +54,29 @@ def select_targets(
     """Materials with an accepted DFT entry, smallest cells first (then by id).
 
     ``chemsys`` ("Mn-O-Y") selects every material whose elements are a subset of it, i.e.
-    the whole chemical system with its subsystems, so that its hull is complete.
+    the whole chemical system with its subsystems, so that its hull is complete; an element
+    the database holds no accepted entry of is refused (:func:`chemsys_elements`), as are
+    limits and sizes below 1.
     """
+    for option, value in (("--max-sites", max_sites), ("--limit", limit),
+                          ("--min-nelements", min_nelements)):
+        if value is not None and value < 1:
+            raise MliapdbError(f"{option} must be 1 or more, got {value}")
     where = ["e.compat_status = 'ok'"]
     params: list = []
     if dataset:
         where.append("m.dataset = ?")
         params.append(dataset)
-    if chemsys:
-        elements = sorted({el.strip() for el in chemsys.split("-") if el.strip()})
-        if not elements:
-            raise MliapdbError(f"bad --chemsys {chemsys!r} - write it like Mn-O-Y")
+    if chemsys is not None:
         where.append("list_has_all(?, string_split(m.chemsys, '-'))")
-        params.append(elements)
+        params.append(chemsys_elements(con, chemsys, dataset))
     if material_ids:
         where.append("m.material_id IN (SELECT unnest(?))")
         params.append(list(material_ids))
-    if max_sites:
+    if max_sites is not None:
         where.append("m.nsites <= ?")
         params.append(max_sites)
-    if min_nelements:
+    if min_nelements is not None:
         where.append("m.nelements >= ?")
         params.append(min_nelements)
     sql = (
@@ -95,15 +98,189 @@ def select_targets(
     return rows
 
 
+def chemsys_elements(con: duckdb.DuckDBPyConnection, chemsys: str,
+                     dataset: str | None = None) -> list[str]:
+    """The sorted element symbols of ``chemsys`` ("Mn-O-Y"); :class:`MliapdbError` for a
+    malformed system, an unknown element symbol, or elements of which the database (or
+    ``dataset``) holds no accepted entry: relaxing the rest would silently measure a
+    different, smaller system."""
+    from pymatgen.core.periodic_table import Element
+
+    parts = [el.strip() for el in chemsys.split("-")]
+    if not all(parts):
+        raise MliapdbError(f"bad --chemsys {chemsys!r} - write it like Mn-O-Y")
+    unknown = [el for el in parts if not Element.is_valid_symbol(el)]
+    if unknown:
+        raise MliapdbError(
+            f"--chemsys {chemsys}: unknown element symbol(s) {', '.join(unknown)} - write it "
+            "like Mn-O-Y (symbols as in the periodic table, e.g. Fe, not fe)"
+        )
+    elements = sorted(set(parts))
+    sql = (
+        "SELECT DISTINCT unnest(string_split(m.chemsys, '-')) FROM mp_materials m "
+        "JOIN dft_entries e USING (dataset, material_id) WHERE e.compat_status = 'ok'"
+    )
+    held = {r[0] for r in con.execute(sql + (" AND m.dataset = ?" if dataset else ""),
+                                      [dataset] if dataset else []).fetchall()}
+    missing = [el for el in elements if el not in held]
+    if missing:
+        system = "-".join(elements)
+        where = f"dataset '{dataset}'" if dataset else "the database"
+        rest = "" if len(missing) == len(elements) else (
+            f", or leave {', '.join(missing)} out of --chemsys"
+        )
+        raise MliapdbError(
+            f"--chemsys {chemsys}: {where} holds no material with {', '.join(missing)} "
+            f"(of {system}) - ingest the entries of {system} first ('mliapdb ingest entries "
+            f"FILE' or 'mliapdb ingest mp --chemsys {system}'){rest}"
+        )
+    return elements
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What the rows of a run are filed under: ``spec`` (its name is the rows' ``model``;
+    a derived spec for ``--as``), the ``checkpoint`` argument to load it with, and the
+    checkpoint's sha256 (None where this process cannot read the checkpoint: a remote
+    cluster's workers hash it, and each part is checked as it is merged)."""
+
+    spec: Any
+    checkpoint: str | None
+    checkpoint_sha256: str | None
+
+
+def model_identity(con: duckdb.DuckDBPyConnection, spec, checkpoint: str | None = None,
+                   as_name: str | None = None, need_packages: bool = True,
+                   unresolved_ok: bool = False) -> ModelIdentity:
+    """Hash the checkpoint of a run and check, before anything is written, that its results
+    may be filed under the model's name (:func:`check_identity`).
+
+    The model's registered checkpoint (its metadata file's sha256, or, for a model whose
+    weights the user gives and whose sha256 is not published, the one its ``models`` row
+    recorded first) files under the model's name. Any other checkpoint needs ``as_name``:
+    its results are stored as model ``as_name``, derived from ``spec``
+    (:func:`mliapdb.models.registry.derive_spec`). ``need_packages``: check that the model's
+    packages are installed here (not for a remote cluster). ``unresolved_ok``: a checkpoint
+    that cannot be found here gives a sha256 of None instead of an error."""
+    from mliapdb.models.registry import (
+        CheckpointError,
+        ModelSpecError,
+        ModelUnavailableError,
+        check_packages,
+        checkpoint_sha256,
+        derive_spec,
+        file_sha256,
+        resolve_checkpoint,
+    )
+
+    if as_name is not None and checkpoint is None:
+        raise MliapdbError(
+            f"--as {as_name} needs --checkpoint PATH: the checkpoint file whose results are "
+            f"stored as model {as_name}"
+        )
+    try:
+        if need_packages:
+            check_packages(spec)
+        try:
+            if checkpoint is None:
+                path, sha = resolve_checkpoint(spec), checkpoint_sha256(spec)
+            else:
+                path = resolve_checkpoint(spec, checkpoint)
+                sha = file_sha256(path)
+        except CheckpointError:
+            if unresolved_ok and as_name is None:
+                return ModelIdentity(spec, checkpoint, None)
+            raise
+    except ModelUnavailableError as exc:
+        raise MliapdbError(f"cannot load model {spec.name}: {exc}") from exc
+    except OSError as exc:
+        raise MliapdbError(
+            f"cannot load model {spec.name}: cannot read checkpoint {checkpoint} "
+            f"({exc.strerror or exc})"
+        ) from exc
+    if as_name is not None:
+        try:
+            spec = derive_spec(spec, as_name, path.resolve(), sha)
+        except ModelSpecError as exc:
+            raise MliapdbError(str(exc)) from exc
+        checkpoint = None  # the derived spec's own file, whose sha256 loading checks
+    check_identity(con, spec, sha, path)
+    return ModelIdentity(spec, checkpoint, sha)
+
+
+def _db_file(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return row[0] if row and row[0] else "the database"
+
+
+def _short(sha: str | None) -> str:
+    return f"{sha[:12]}..." if sha else "unknown"
+
+
+def check_identity(con: duckdb.DuckDBPyConnection, spec, sha: str | None,
+                   path: Any = None) -> None:
+    """Refuse results of checkpoint ``path`` (sha256 ``sha``) under ``spec.name`` unless it
+    is the model's checkpoint: the one its metadata records (where it records one) and the
+    one of its ``models`` row, whose energy convention, functional, family and base model
+    must match too. A refusal says to pass ``--as NAME``; nothing is written."""
+    if sha is not None and spec.checkpoint_sha256 and sha != spec.checkpoint_sha256:
+        raise MliapdbError(
+            f"checkpoint {path} (sha256 {_short(sha)}) is not the checkpoint of model "
+            f"{spec.name} ({spec.source} records sha256 {_short(spec.checkpoint_sha256)}): "
+            f"its results are never filed under {spec.name} - pass --as NAME to store them "
+            "as a model of their own"
+        )
+    row = con.execute(
+        "SELECT checkpoint, checkpoint_sha256, energy_convention, functional, family, "
+        "base_model FROM models WHERE name = ?", [spec.name]
+    ).fetchone()
+    if row is None:
+        return
+    reg_path, reg_sha, *fields = row
+    new_name = "another --as NAME" if spec.base_model else "--as NAME"
+    if sha is not None and reg_sha != sha:
+        raise MliapdbError(
+            f"model {spec.name} is registered in {_db_file(con)} with checkpoint {reg_path} "
+            f"(sha256 {_short(reg_sha)}), not {path} (sha256 {_short(sha)}): results of "
+            f"another checkpoint are never pooled with its rows - pass {new_name} to store "
+            "them as a model of their own"
+        )
+    if (fields[3] or "") != spec.base_model:
+        was = f"derived from {fields[3]}" if fields[3] else "a model of a metadata file"
+        now_ = f"from {spec.base_model}" if spec.base_model else "without --as"
+        raise MliapdbError(
+            f"model {spec.name} in {_db_file(con)} is {was}, not {now_} - give the --model "
+            f"it was made with, or pass {new_name}"
+        )
+    names = ("energy convention", "functional", "family")
+    wanted = (spec.energy_convention, spec.functional, spec.family)
+    for name, have, want in zip(names, fields[:3], wanted, strict=True):
+        if (have or None) != (want or None):
+            raise MliapdbError(
+                f"model {spec.name} is registered in {_db_file(con)} with {name} {have!r}, "
+                f"but {spec.source} gives {want!r}: its stored rows were made under the "
+                f"other metadata - restore it, or store this run as another model with "
+                f"{new_name}"
+            )
+
+
 def register_model(con: duckdb.DuckDBPyConnection, spec, calculator) -> None:
-    """Insert or refresh the ``models`` row of ``spec`` (checkpoint sha256, packages)."""
+    """Insert the ``models`` row of ``spec`` (checkpoint path and sha256, packages, base
+    model) unless it is there. A row is never rewritten: one of another checkpoint or
+    metadata is refused (:func:`check_identity`), an equal one stays as first registered."""
     info = getattr(calculator, "mliapdb_info", {})
+    sha = info.get("checkpoint_sha256", spec.checkpoint_sha256)
+    check_identity(con, spec, sha, info.get("checkpoint", spec.checkpoint))
+    if con.execute("SELECT 1 FROM models WHERE name = ?", [spec.name]).fetchone():
+        return
     row = ModelRow(
         name=spec.name,
         family=spec.family,
         version=spec.version,
         checkpoint=str(info.get("checkpoint", spec.checkpoint)),
-        checkpoint_sha256=info.get("checkpoint_sha256", spec.checkpoint_sha256),
+        checkpoint_sha256=sha,
         training_set=spec.training_set,
         functional=spec.functional,
         energy_convention=spec.energy_convention,
@@ -111,9 +288,9 @@ def register_model(con: duckdb.DuckDBPyConnection, spec, calculator) -> None:
         license=spec.license,
         citation=spec.citation,
         registered_at=now(),
+        base_model=spec.base_model or None,
     ).model_dump()
     with transaction(con):
-        con.execute("DELETE FROM models WHERE name = ?", [spec.name]).fetchall()
         insert_rows(con, "models", [row])
 
 
@@ -127,8 +304,10 @@ def done_keys(con, model: str, settings_hash: str, retry_failed: bool) -> set[tu
     return {(r[0], r[1]) for r in rows}
 
 
-def calculation_row(target: Target, model: str, result, device: str) -> dict:
-    """A ``calculations`` row from a :class:`mliapdb.relax.RelaxResult`."""
+def calculation_row(target: Target, model: str, result, device: str,
+                    checkpoint_sha256: str | None = None) -> dict:
+    """A ``calculations`` row from a :class:`mliapdb.relax.RelaxResult` (made with the
+    checkpoint of sha256 ``checkpoint_sha256``)."""
     relaxed = result.relaxed_structure
     return Calculation(
         dataset=target.dataset,
@@ -155,6 +334,7 @@ def calculation_row(target: Target, model: str, result, device: str) -> dict:
         spacegroup_before=result.spacegroup_before,
         rmsd=result.rmsd,
         volume_ratio=result.volume_ratio,
+        checkpoint_sha256=checkpoint_sha256,
     ).model_dump()
 
 
@@ -174,6 +354,7 @@ def run_calculations(
     engine: str = "ase",
     max_atoms: int | None = None,
     db_path: str | Path | None = None,
+    as_name: str | None = None,
 ) -> RunReport:
     """Calculation ``kind`` (``single_point``, ``relax``, ``relax_fixsym``; a relaxation
     stores the single point of its input too) of each target not done yet with this model and
@@ -195,22 +376,28 @@ def run_calculations(
 
     With ``db_path`` (the file of ``con``), Parquet parts that an interrupted distributed run
     of the same model and settings left beside it are merged first, not recomputed.
+
+    ``checkpoint`` other than the model's registered one is refused unless ``as_name``
+    names the model its results are stored as (:func:`model_identity`), checked before
+    anything is written; each row records its checkpoint's sha256.
     """
     spec, settings = prepare_run(model, kind, settings_overrides, engine, force, targets)
+    identity = model_identity(con, spec, checkpoint, as_name)
+    spec = identity.spec
     shash = settings.settings_hash()
-    report = RunReport(model=model, settings_hash=shash, n_selected=len(targets))
+    report = RunReport(model=spec.name, settings_hash=shash, n_selected=len(targets))
     if db_path is not None:
         from mliapdb.distributed import merge_leftovers
 
         report.n_leftover_parts = merge_leftovers(con, db_path, spec, shash)
-    done = done_keys(con, model, shash, retry_failed)
+    done = done_keys(con, spec.name, shash, retry_failed)
     todo = [t for t in targets if (t.dataset, t.material_id) not in done]
     report.n_skipped = len(targets) - len(todo)
     if not todo:
         return report
     check_device(device)
     with _torch_threads(threads):
-        _run(con, spec, todo, device, checkpoint, settings, report, progress, on_result,
+        _run(con, spec, todo, device, identity, settings, report, progress, on_result,
              engine, max_atoms)
     return report
 
@@ -359,24 +546,30 @@ def calculate(
         yield target, relax_structure(structure, model, settings)
 
 
-def _run(con, spec, todo, device, checkpoint, settings, report, progress, on_result, engine,
+def _run(con, spec, todo, device, identity, settings, report, progress, on_result, engine,
          max_atoms) -> None:
     import time
 
     start = time.perf_counter()
-    model = load_model(spec, engine, device, checkpoint)
+    model = load_model(spec, engine, device, identity.checkpoint)
+    sha = getattr(model, "mliapdb_info", {}).get("checkpoint_sha256", identity.checkpoint_sha256)
+    if identity.checkpoint_sha256 is not None and sha != identity.checkpoint_sha256:
+        raise MliapdbError(
+            f"checkpoint of model {spec.name} changed while it was loaded (sha256 "
+            f"{_short(identity.checkpoint_sha256)}, now {_short(sha)}) - run again"
+        )
     register_model(con, spec, model)
     label = spec.name if engine == "ase" else f"{spec.name} ({engine})"
     results = calculate(model, todo, settings, engine, max_atoms)
     for target, result in progress(results, len(todo), label):
-        store_result(con, target, spec.name, result, device, report, on_result)
+        store_result(con, target, spec.name, result, device, report, on_result, sha)
     report.wall_time_s = time.perf_counter() - start
 
 
 def store_result(con, target: Target, model: str, result, device: str, report: RunReport,
-                 on_result=None) -> None:
+                 on_result=None, checkpoint_sha256: str | None = None) -> None:
     """Write one result row in its own transaction (replacing an earlier one)."""
-    row = calculation_row(target, model, result, device)
+    row = calculation_row(target, model, result, device, checkpoint_sha256)
     with transaction(con):
         con.execute(
             "DELETE FROM calculations WHERE dataset = ? AND material_id = ? AND model = ? "

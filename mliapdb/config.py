@@ -11,6 +11,9 @@ DEFAULT_DB = "mliapdb.duckdb"
 DEFAULT_SYMPREC = 0.1
 """Symmetry tolerance (Angstrom) of the analysis that queries use unless told otherwise."""
 
+SYMPREC_RANGE = (1e-5, 1.0)
+"""Smallest and largest symmetry tolerance (Angstrom) accepted anywhere."""
+
 DATA_ENV = "MLIAPDB_DATA"
 """Environment variable naming the folder with MP data (``mp/*.json.gz``, ``compositions/``)."""
 

@@ -59,8 +59,8 @@ def view_files(schema_dir: Path | None = None) -> list[Path]:
 def db_schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """Highest applied migration of an open database (0 for an empty one)."""
     has_table = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
-        " AND table_schema = current_schema() AND table_catalog = current_database()"
+        "SELECT count(*) FROM system.main.duckdb_tables() WHERE table_name = "
+        "'schema_migrations' AND schema_name = 'main' AND database_name = current_database()"
     ).fetchone()[0]
     if not has_table:
         return 0
@@ -68,7 +68,11 @@ def db_schema_version(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _check_not_newer(con: duckdb.DuckDBPyConnection, label: str) -> int:
-    """The database's schema version; a clear error when it is newer than this code's."""
+    """The database's schema version; a clear error when it is newer than this code's, or
+    when the file carries code (macros and the like: :func:`mliapdb.dbfile.check_no_code`)."""
+    from mliapdb.dbfile import check_no_code
+
+    check_no_code(con, current_catalog(con), label)
     have = db_schema_version(con)
     know = code_schema_version()
     if have > know:
@@ -85,16 +89,20 @@ check_not_newer = _check_not_newer
 
 
 def migrate(con: duckdb.DuckDBPyConnection, label: str = "database") -> list[int]:
-    """Apply pending migrations (each in one transaction) and re-apply every view."""
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
-    )
+    """Apply pending migrations (each in one transaction); re-create this code's views where
+    the file's definitions differ. A current database is not written at all."""
+    from mliapdb.dbfile import check_catalog
+
     have = _check_not_newer(con, label)
+    check_catalog(con, current_catalog(con), have, label)
+    pending = [mig for mig in migrations() if mig.version > have]
+    if pending and have == 0:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+        )
     applied = []
-    for mig in migrations():
-        if mig.version <= have:
-            continue
+    for mig in pending:
         con.begin()
         try:
             con.execute(mig.path.read_text())
@@ -107,12 +115,20 @@ def migrate(con: duckdb.DuckDBPyConnection, label: str = "database") -> list[int
             con.rollback()
             raise
         applied.append(mig.version)
-    apply_views(con)
+    check = check_catalog(con, current_catalog(con), code_schema_version(), label)
+    if check.stale_views or stored_views_sha256(con) != views_sha256():
+        apply_views(con)
     return applied
 
 
+def current_catalog(con: duckdb.DuckDBPyConnection) -> str:
+    """The default catalog of ``con`` (by the builtin's full name: no macro shadows it)."""
+    return con.execute("SELECT system.main.current_database()").fetchone()[0]
+
+
 def views_sha256() -> str:
-    """sha256 of this code's view definitions (stored in ``db_settings.views_sha256``)."""
+    """sha256 of this code's view definitions (stored in ``db_settings.views_sha256`` for
+    older releases; this code compares the definitions themselves)."""
     h = hashlib.sha256()
     for path in view_files():
         h.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -139,13 +155,25 @@ def apply_views(con: duckdb.DuckDBPyConnection) -> None:
         raise
 
 
+DATA_CATALOG = "data"
+"""Name a local database opened read-only is attached under (the default catalog)."""
+
+VIEWS_CATALOG = "views"
+"""In-memory catalog in front of a read-only database whose views are not this code's."""
+
+
 def connect(path: str | Path, read_only: bool = False, create: bool = False):
     """Open the database at ``path``; migrate it when opened read-write.
 
-    A read-only open needs an existing database at the current schema version; a read-write
-    open of an older one migrates it. ``create=False`` refuses a missing file. An
-    ``http(s)://`` URL opens a remote snapshot read-only (:mod:`mliapdb.remote`).
+    The file is checked first (:mod:`mliapdb.dbfile`): a DuckDB file whose catalog holds
+    mliapdb's tables and no code, or a new path (``create=True``). A read-write open applies
+    pending migrations and this code's views, and writes nothing to a current file. A
+    read-only open never writes (an older schema is migrated first, where the file is
+    writable); it uses the file's views only where their definitions are this code's, else
+    this code's views from an in-memory overlay. An ``http(s)://`` URL opens a remote
+    snapshot read-only (:mod:`mliapdb.remote`).
     """
+    from mliapdb.dbfile import check_database_file, check_new_database_path
     from mliapdb.remote import is_remote
 
     if is_remote(path):
@@ -153,50 +181,135 @@ def connect(path: str | Path, read_only: bool = False, create: bool = False):
 
         return open_remote(str(path), read_only=read_only)
     path = Path(path)
-    if not path.exists() and not create:
-        raise MliapdbError(
-            f"no database at {path} - run 'mliapdb --db {path} ingest entries FILE...' "
-            "to create one, or pass --db"
-        )
-    try:
-        if read_only:
-            _ensure_current(path)
-            con = duckdb.connect(str(path), read_only=True)
-            _check_not_newer(con, str(path))
-            return con
-        con = duckdb.connect(str(path))
-    except duckdb.IOException as exc:
-        first = str(exc).splitlines()[0]
-        if "lock" in first.lower():
+    if not path.exists():
+        if not create:
             raise MliapdbError(
-                f"{path} is in use by another process (a running 'mliapdb ingest'?) - wait for "
-                "it to finish, or query a copy of the file"
-            ) from exc
-        raise MliapdbError(f"cannot open {path}: {first}") from exc
+                f"no database at {path} - run 'mliapdb --db {path} ingest entries FILE...' "
+                "to create one, or pass --db"
+            )
+        check_new_database_path(path)
+    else:
+        check_database_file(path)
+    if read_only:
+        con = _open_read_only(path)
+        if con is not None:
+            return con
+        connect(path).close()  # an older schema: migrate the file, then open it read-only
+        con = _open_read_only(path)
+        if con is None:  # pragma: no cover - migrate brought it to the current version
+            raise MliapdbError(f"{path}: could not bring its schema up to date")
+        return con
+    con = _duckdb_connect(path)
     try:
         migrate(con, str(path))
-    except Exception:
+    except BaseException:
         con.close()
         raise
     return con
 
 
-def _ensure_current(path: Path) -> None:
-    """Bring an existing file up to the code's schema and views before a read-only open."""
-    with duckdb.connect(str(path), read_only=True) as ro:
-        have = _check_not_newer(ro, str(path))
-        current_views = have > 0 and stored_views_sha256(ro) == views_sha256()
-    if have == code_schema_version():
-        if current_views:
-            return  # leave the file byte-for-byte untouched
-        try:  # views from older code: refresh them if the file is writable
-            with duckdb.connect(str(path)) as rw:
-                apply_views(rw)
-        except duckdb.Error:
-            pass
-        return
-    with duckdb.connect(str(path)) as rw:
-        migrate(rw, str(path))
+def _duckdb_connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-write DuckDB connection to ``path`` (no extension auto-loading), with one-line
+    errors for a locked or unreadable file."""
+    from mliapdb.dbfile import SAFE_CONFIG
+
+    try:
+        return duckdb.connect(str(path), config=SAFE_CONFIG)
+    except duckdb.Error as exc:
+        raise _open_error(path, exc) from exc
+
+
+def _open_error(path: Path, exc: BaseException) -> MliapdbError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "lock" in first.lower():
+        return MliapdbError(
+            f"{path} is in use by another process (a running 'mliapdb ingest'?) - wait for "
+            "it to finish, or query a copy of the file"
+        )
+    if "read-only" in first.lower() or "permission" in first.lower():
+        return MliapdbError(f"cannot write {path}: {first} - it is read-only here; copy it to "
+                            "a folder you can write, or pass another --db")
+    return MliapdbError(f"cannot open {path}: {first}")
+
+
+def _open_read_only(path: Path) -> duckdb.DuckDBPyConnection | None:
+    """An in-memory connection with ``path`` attached read-only as the default catalog, its
+    catalog checked, this code's views in front where the file's differ; None when the
+    file's schema is older than this code's (it needs migrating)."""
+    from mliapdb.dbfile import SAFE_CONFIG, check_catalog
+
+    con = duckdb.connect(config=SAFE_CONFIG)
+    try:
+        try:
+            con.execute(f"ATTACH ? AS {DATA_CATALOG} (READ_ONLY)", [str(path)])
+        except duckdb.Error as exc:
+            raise _open_error(path, exc) from exc
+        con.execute(f"USE {DATA_CATALOG}")
+        have = _check_not_newer(con, str(path))
+        if have < code_schema_version():
+            con.close()
+            return None
+        check = check_catalog(con, DATA_CATALOG, have, str(path))
+        if not check.views_current:
+            overlay_views(con, DATA_CATALOG, check.foreign_views, str(path))
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def overlay_views(con: duckdb.DuckDBPyConnection, catalog: str, foreign: Iterable[str],
+                  label: str) -> None:
+    """Create this code's views in an in-memory catalog searched before ``catalog``, and
+    shadow each of the file's own views that this code does not define by a view that fails
+    with a message: no view of the file runs under its name."""
+    con.execute(f"ATTACH ':memory:' AS {VIEWS_CATALOG}")
+    con.execute(f"SET search_path = '{VIEWS_CATALOG}.main,{catalog}.main'")
+    for view in view_files():
+        con.execute(view.read_text())
+    for name in foreign:
+        message = (f"view {name} of {label} is not one of mliapdb's views and is left out "
+                   "(a database file is data: its own views never run)")
+        quoted_name = name.replace('"', '""')
+        quoted_message = message.replace("'", "''")
+        con.execute(f'CREATE VIEW {VIEWS_CATALOG}.main."{quoted_name}" '
+                    f"AS SELECT error('{quoted_message}') AS refused")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, readable: Iterable[str | Path] = ()) -> None:
+    """Make ``con`` unable to touch anything outside what it has attached: no file access but
+    the ``readable`` paths (files or folders, read through table functions such as
+    ``read_parquet``), no ATTACH of files, COPY, EXPORT, INSTALL or LOAD, and a locked
+    configuration (no SET can undo it)."""
+    files, folders = [], []
+    for item in readable:
+        p = Path(item).resolve()
+        (folders if p.is_dir() else files).append(str(p) + ("/" if p.is_dir() else ""))
+    if files:
+        con.execute("SET allowed_paths = ?", [files])
+    if folders:
+        con.execute("SET allowed_directories = ?", [folders])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+@contextmanager
+def opened(path: str | Path, read_only: bool = False,
+           create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """:func:`connect` for the length of a block, closed afterwards; a database file this
+    call created is removed again when the block fails (a refused command leaves nothing)."""
+    new = not read_only and create and isinstance(path, Path | str) and \
+        not str(path).lower().startswith(("http://", "https://")) and not Path(path).exists()
+    con = connect(path, read_only=read_only, create=create)
+    try:
+        yield con
+    except BaseException:
+        con.close()
+        if new:
+            for leftover in (Path(path), Path(f"{path}.wal")):
+                leftover.unlink(missing_ok=True)
+        raise
+    con.close()
 
 
 @contextmanager

@@ -37,6 +37,7 @@ from mliapdb.calculations import (
     Target,
     calculation_row,
     check_device,
+    check_identity,
     done_keys,
     register_model,
 )
@@ -347,26 +348,58 @@ class ShardJob:
     engine: str = "ase"
     max_atoms: int | None = None
     """torch-sim engine: atoms per batch on the worker."""
+    base_model: str = ""
+    """For a derived model (``--as``): the model of a metadata file that ``model`` is derived
+    from, loaded with ``checkpoint``; ``""``: ``model`` is itself such a model."""
+    checkpoint_sha256: str = ""
+    """sha256 the client found for the checkpoint (``""``: not readable there); a worker
+    whose file differs refuses the shard."""
+
+    @property
+    def spec_name(self) -> str:
+        """The model of a metadata file to load (and take the settings of)."""
+        return self.base_model or self.model
 
 
-_MODELS: dict[tuple[str, str | None, str, str], Any] = {}
-"""Models of this (worker) process by (model, checkpoint, device, engine): built once each."""
+_MODELS: dict[tuple[str, str, str | None, str, str], Any] = {}
+"""Models of this (worker) process by (model, base model, checkpoint, device, engine): built
+once each."""
 
 
 def _worker_model(job: ShardJob) -> Any:
-    """The ASE calculator or torch-sim model of ``job`` in this process, built on first use."""
-    key = (job.model, job.checkpoint, job.device, job.engine)
+    """The ASE calculator or torch-sim model of ``job`` in this process, built on first use;
+    its checkpoint's sha256 must be the client's (where the client could read it)."""
+    key = (job.model, job.base_model, job.checkpoint, job.device, job.engine)
     if key not in _MODELS:
         from mliapdb.calculations import load_model
-        from mliapdb.models.registry import get_model_spec
+        from mliapdb.models.registry import (
+            ModelUnavailableError,
+            derive_spec,
+            get_model_spec,
+            resolve_checkpoint,
+        )
 
         check_device(job.device)
         try:
-            _MODELS[key] = load_model(get_model_spec(job.model), job.engine, job.device,
-                                      job.checkpoint)
+            spec, checkpoint = get_model_spec(job.spec_name), job.checkpoint
+            if job.base_model:
+                try:
+                    path = resolve_checkpoint(spec, job.checkpoint).resolve()
+                except ModelUnavailableError as exc:
+                    raise MliapdbError(f"cannot load model {job.model}: {exc}") from exc
+                spec = derive_spec(spec, job.model, path, job.checkpoint_sha256)
+                checkpoint = None  # loading the derived spec checks the sha256
+            _MODELS[key] = load_model(spec, job.engine, job.device, checkpoint)
         except MliapdbError as exc:
             raise MliapdbError(f"on a worker: {exc}") from exc
-    return _MODELS[key]
+    model = _MODELS[key]
+    sha = (getattr(model, "mliapdb_info", {}) or {}).get("checkpoint_sha256")
+    if job.checkpoint_sha256 and sha != job.checkpoint_sha256:
+        raise MliapdbError(
+            f"on a worker: model {job.model}: this worker's checkpoint has sha256 {sha}, the "
+            f"client's {job.checkpoint_sha256} - give every worker the same file"
+        )
+    return model
 
 
 def run_shard(shard: Shard, job: ShardJob) -> str:
@@ -382,7 +415,7 @@ def run_shard(shard: Shard, job: ShardJob) -> str:
         return str(path)
     from mliapdb.calculations import model_settings
 
-    _, settings = model_settings(job.model, job.kind, job.settings_overrides)
+    _, settings = model_settings(job.spec_name, job.kind, job.settings_overrides)
     if settings.settings_hash() != shard.settings_hash:
         raise MliapdbError(
             f"worker computes settings {settings.settings_hash()} for {job.model}, the client "
@@ -391,9 +424,10 @@ def run_shard(shard: Shard, job: ShardJob) -> str:
     with _torch_threads(job.threads):
         model = _worker_model(job)
         results = calculate(model, shard.targets, settings, job.engine, job.max_atoms)
-        rows = [calculation_row(t, job.model, r, job.device) for t, r in results]
+        info = dict(getattr(model, "mliapdb_info", {}) or {})
+        sha = info.get("checkpoint_sha256")
+        rows = [calculation_row(t, job.model, r, job.device, sha) for t, r in results]
     rows.sort(key=lambda row: (row["dataset"], row["material_id"]))
-    info = dict(getattr(model, "mliapdb_info", {}) or {})
     write_part(path, rows, {
         "mliapdb_shard": shard.shard_id,
         "mliapdb_model": job.model,
@@ -435,7 +469,9 @@ def _table_columns(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 class PartMerger:
     """Merges parts into ``calculations`` (the one writer); registers the model once, from
-    the calculator info the first merged part carries."""
+    the calculator info the first merged part carries. Every part's checkpoint must be the
+    model's (:func:`mliapdb.calculations.check_identity`): a part made with another one is
+    refused before anything of it is written."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, spec) -> None:
         self.con = con
@@ -464,10 +500,15 @@ class PartMerger:
                 f"part {path} has column(s) {unknown} that {TABLE} lacks - open the database "
                 "with the mliapdb version that wrote the part"
             )
+        info = json.loads(meta.get("mliapdb_info") or "{}")
+        try:
+            check_identity(self.con, self.spec, info.get("checkpoint_sha256"),
+                           info.get("checkpoint"))
+        except MliapdbError as exc:
+            raise MliapdbError(f"part {path}: {exc}") from exc
         if not self.registered:
             from types import SimpleNamespace
 
-            info = json.loads(meta.get("mliapdb_info") or "{}")
             register_model(self.con, self.spec, SimpleNamespace(mliapdb_info=info))
             self.registered = True
         cols = ", ".join(part.column_names)
@@ -567,6 +608,7 @@ def run_distributed(
     force: bool = False,
     engine: str = "ase",
     max_atoms: int | None = None,
+    as_name: str | None = None,
 ) -> DistributedReport:
     """:func:`mliapdb.calculations.run_calculations` on a Dask cluster (same rows).
 
@@ -577,10 +619,21 @@ def run_distributed(
     of the distributed part (seconds), from cluster start to the last merge. With
     ``engine="torch-sim"`` each worker relaxes its shard as one in-flight batch (at most
     ``max_atoms`` atoms): one GPU per worker on a GPU cluster.
+
+    The checkpoint identity is that of the serial path (``as_name``, refusals, per-row
+    sha256): the client hashes the checkpoint where it can read it (always with ``as_name``
+    or local workers); each worker checks its own file against that, and every part is
+    checked again as it is merged.
     """
-    from mliapdb.calculations import prepare_run
+    from mliapdb.calculations import model_identity, prepare_run
 
     spec, settings = prepare_run(model, kind, settings_overrides, engine, force, targets)
+    local = cluster is not None and cluster.workers is not None
+    base = spec.name
+    identity = model_identity(con, spec, checkpoint, as_name, need_packages=local,
+                              unresolved_ok=not local)
+    spec = identity.spec
+    model = spec.name
     if shard_size < 1:
         raise MliapdbError(f"--shard-size must be 1 or more, got {shard_size}")
     if client is None:
@@ -602,23 +655,15 @@ def run_distributed(
         return report
     shards = make_shards(todo, model, shash, shard_size)
     report.n_shards = len(shards)
-    if cluster is not None and cluster.workers is not None:
+    if local:
         # local workers: this machine's devices and files are theirs, fail before starting
-        from mliapdb.models.registry import (
-            ModelUnavailableError,
-            check_packages,
-            resolve_checkpoint,
-        )
-
+        # (packages and checkpoint were checked by model_identity)
         check_device(device)
-        try:
-            check_packages(spec)
-            resolve_checkpoint(spec, checkpoint)
-        except ModelUnavailableError as exc:
-            raise MliapdbError(f"cannot load model {model}: {exc}") from exc
     job = ShardJob(model=model, kind=kind, settings_overrides=dict(settings_overrides or {}),
                    checkpoint=checkpoint, device=device, threads=threads, folder=str(folder),
-                   engine=engine, max_atoms=max_atoms)
+                   engine=engine, max_atoms=max_atoms,
+                   base_model=base if spec.base_model else "",
+                   checkpoint_sha256=identity.checkpoint_sha256 or "")
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:

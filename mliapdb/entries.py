@@ -1,14 +1,23 @@
 """Read pymatgen ``ComputedStructureEntry`` JSON files (plain or gzip) into validated entries
-with MP2020 corrections re-applied to the raw DFT energies."""
+with MP2020 corrections re-applied to the raw DFT energies.
+
+Input checks (docs/conventions.md, "Input checks"): raw and MP2020-corrected energies within
+:data:`ENERGY_PER_ATOM_RANGE`, finite coordinates, a lattice of positive volume, ordered
+sites, lattice vectors up to :data:`MAX_CELL_LENGTH`, no two atoms (or an atom and its periodic
+image) closer than :data:`MIN_DISTANCE`, and no objects of modules other than pymatgen's (monty
+would import them)."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import math
+import os
 import re
 import warnings
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +26,32 @@ from typing import Any
 from mliapdb.errors import MliapdbError
 
 _ID_SUFFIX = re.compile(r"-(GGA\+U|GGA|R2SCAN|r2SCAN|SCAN)$")
+
+ENERGY_PER_ATOM_RANGE = (-20.0, 5.0)
+"""Accepted raw and MP2020-corrected DFT energies, eV/atom. MP's GGA/GGA+U total energies lie
+between -14.3 (Pu, the lowest elemental reference) and about 0 eV/atom (noble gases); MP2020
+corrections shift compounds by at most a few eV/atom."""
+
+MIN_DISTANCE = 0.5
+"""Closest accepted distance (Angstrom) between two atoms, or an atom and its periodic image
+(the shortest bond in MP, H2, is 0.75 A)."""
+
+MAX_CELL_LENGTH = 1000.0
+"""Longest accepted lattice vector (Angstrom) as given in the file (the shared MP cells: up to
+40 A); longer ones are no bulk DFT cells, and a far from reduced basis overflows moyopy."""
+
+MAX_FRACTIONAL = 1000.0
+"""Largest accepted fractional coordinate (absolute value): an atom so many cells away is a
+corrupted structure (MP's lie within [0, 1))."""
+
+MAX_NESTING = 32
+"""Deepest accepted nesting of JSON objects and lists in one entry (MP entries: 7)."""
+
+MAX_FILE_BYTES = 1 << 30
+"""Largest accepted entry file, decompressed (1 GiB; the shared MP files hold up to 20 MB)."""
+
+_MODULES = ("pymatgen", "datetime", "numpy")
+"""Top-level packages whose serialised objects (``@module``) an entry may carry."""
 
 
 @dataclass
@@ -35,6 +70,12 @@ class ParsedEntry:
     fingerprint: str
     source_file: str
     source_sha256: str
+    index: int = -1  # position in its source
+
+    @property
+    def label(self) -> str:
+        """``FILE: entry INDEX (MATERIAL_ID)``, the prefix of messages about this entry."""
+        return f"{self.source_file}: entry {self.index} ({self.material_id})"
 
     @property
     def compat_status(self) -> str:
@@ -43,21 +84,41 @@ class ParsedEntry:
 
 def read_entry_file(path: Path) -> tuple[str, list[dict]]:
     """Raw entry dicts of a JSON list file (gzip detected by content) and the file's sha256."""
+    too_big = (f"{path}: more than {MAX_FILE_BYTES >> 30} GiB of JSON - split it into "
+               "smaller files")
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise MliapdbError(too_big)
         blob = path.read_bytes()
     except OSError as exc:
-        raise MliapdbError(f"{path}: cannot read ({exc.strerror}) - check the path") from exc
+        raise MliapdbError(
+            f"{path}: cannot read ({exc.strerror or exc}) - check the path"
+        ) from exc
     sha = hashlib.sha256(blob).hexdigest()
     if blob[:2] == b"\x1f\x8b":
         try:
-            blob = gzip.decompress(blob)
-        except (OSError, EOFError) as exc:
+            with gzip.GzipFile(fileobj=io.BytesIO(blob)) as fh:
+                blob = fh.read(MAX_FILE_BYTES + 1)
+        except (OSError, EOFError, zlib.error) as exc:
             raise MliapdbError(f"{path}: corrupt gzip data ({exc}) - re-download it") from exc
+        if len(blob) > MAX_FILE_BYTES:
+            raise MliapdbError(too_big)
+    if not blob.strip():
+        raise MliapdbError(
+            f"{path}: empty file - expected a JSON list of ComputedStructureEntry dicts"
+        )
     try:
         data = json.loads(blob)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError as exc:
         raise MliapdbError(
-            f"{path}: not JSON ({exc}) - expected a JSON list of ComputedStructureEntry dicts"
+            f"{path}: not an entry file (JSON nested too deeply) - expected a JSON list of "
+            "ComputedStructureEntry dicts"
+        ) from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MliapdbError(
+            f"{path}: not JSON ({message}) - expected a JSON list of ComputedStructureEntry "
+            "dicts"
         ) from exc
     if not isinstance(data, list):
         raise MliapdbError(
@@ -100,6 +161,137 @@ def fingerprint(energy_raw: float, structure: Any) -> str:
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
+def _nesting_problem(raw: Any) -> str | None:
+    """Why ``raw`` cannot be read safely: nested deeper than :data:`MAX_NESTING`, or carrying
+    a serialised object (``@module``) outside :data:`_MODULES`; None when it can."""
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return (f"nested more than {MAX_NESTING} levels deep - not a ComputedStructureEntry "
+                    "dict")
+        if isinstance(obj, dict):
+            module = obj.get("@module")
+            if module is not None and (
+                not isinstance(module, str) or module.split(".")[0] not in _MODULES
+            ):
+                return (f"carries an object of module {str(module)[:80]!r} - only pymatgen "
+                        "objects are read from entry files")
+            stack.extend((v, depth + 1) for v in obj.values())
+        elif isinstance(obj, list):
+            stack.extend((v, depth + 1) for v in obj)
+    return None
+
+
+def _reduced_basis(m: Any) -> Any:
+    """Rows of ``m`` (a lattice basis) pairwise size-reduced (Gauss/Lagrange steps until no
+    vector gets shorter): the same lattice, nearly orthogonal vectors."""
+    import numpy as np
+
+    b = [np.array(v, dtype=float) for v in m]
+    for _ in range(200):
+        b.sort(key=lambda v: float(v @ v))
+        changed = False
+        for j in (1, 2):
+            for i in range(j):
+                q = round(float(b[j] @ b[i]) / float(b[i] @ b[i]))
+                if q:
+                    b[j] = b[j] - q * b[i]
+                    changed = True
+        if not changed:
+            break
+    return np.array(b)
+
+
+def _closest_pair(structure: Any) -> tuple[float, int, int]:
+    """The shortest distance (Angstrom) between two atoms of a periodic ``structure`` and
+    their site indices; a lattice vector shorter than :data:`MIN_DISTANCE` (every atom
+    overlaps its own image) is reported first, as ``(length, 0, 0)``.
+
+    Works on a size-reduced basis (:func:`_reduced_basis`), with as many periodic images as
+    :data:`MIN_DISTANCE` needs (a k-d tree; no N x N matrix, no cell grid that a huge cell
+    could blow up, no LAPACK call that prints on stdout for odd matrices). Distances of
+    :data:`MIN_DISTANCE` and more are reported as ``inf``."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    m = _reduced_basis(np.asarray(structure.lattice.matrix, dtype=float))
+    combos = np.array(
+        [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if i or j or k]
+    )
+    shortest = float(np.linalg.norm(combos @ m, axis=1).min())
+    if shortest < MIN_DISTANCE:
+        return shortest, 0, 0
+    # Distance between lattice planes along each axis, hence the images each axis needs.
+    cross = np.array([np.cross(m[(k + 1) % 3], m[(k + 2) % 3]) for k in range(3)])
+    det = float(m[0] @ cross[0])
+    volume = abs(det)
+    heights = [volume / np.linalg.norm(np.cross(m[(k + 1) % 3], m[(k + 2) % 3])) for k in range(3)]
+    n = [int(math.ceil(MIN_DISTANCE / h)) for h in heights]
+    if max(n) > 8:  # planes < 0.06 A apart with no short vector: not a crystal lattice
+        return min(heights), 0, 0
+    frac = np.mod(np.asarray(structure.cart_coords) @ (cross.T / det), 1.0)
+    offsets = np.array(
+        sorted(
+            ((i, j, k) for i in range(-n[0], n[0] + 1) for j in range(-n[1], n[1] + 1)
+             for k in range(-n[2], n[2] + 1)),
+            key=lambda o: o != (0, 0, 0),  # the cell itself first: point p < N is site p
+        )
+    )
+    home = frac @ m
+    images = ((frac[None, :, :] + offsets[:, None, :]).reshape(-1, 3)) @ m
+    tree = cKDTree(images)
+    n_sites = len(structure)
+    best = (math.inf, 0, 0)
+    for i, hits in enumerate(tree.query_ball_point(home, r=MIN_DISTANCE)):
+        for p in hits:
+            if p == i:
+                continue
+            d = float(np.linalg.norm(images[p] - home[i]))
+            if d < best[0]:
+                best = (d, i, p % n_sites)
+    return best
+
+
+def _structure_problem(structure: Any) -> str | None:
+    """What makes ``structure`` no DFT crystal structure (docs/conventions.md, Input checks),
+    or None."""
+    import numpy as np
+
+    see = "(docs/conventions.md, Input checks)"
+    lattice = structure.lattice
+    frac = np.asarray(structure.frac_coords, dtype=float)
+    if not (np.isfinite(lattice.matrix).all() and np.isfinite(frac).all()):
+        return "structure has NaN or infinite coordinates"
+    if not structure.volume > 0 or not math.isfinite(structure.volume):
+        return f"structure has a degenerate lattice (volume {structure.volume} A^3)"
+    longest = max(lattice.abc)
+    if not longest <= MAX_CELL_LENGTH:
+        return (f"lattice vector of {longest:.4g} A, longer than {MAX_CELL_LENGTH:g} A - not a "
+                f"bulk DFT cell {see}")
+    if structure.volume < 1e-6 * math.prod(lattice.abc):  # vectors (nearly) in one plane
+        return f"structure has a degenerate lattice (volume {structure.volume:.3g} A^3)"
+    far = float(np.abs(frac).max())
+    if far > MAX_FRACTIONAL:
+        site = int(np.abs(frac).max(axis=1).argmax())
+        return (f"atom {site} lies {far:.3g} cells away from the cell (fractional coordinates "
+                f"beyond +-{MAX_FRACTIONAL:g}) - check the structure {see}")
+    if not structure.is_ordered:
+        return "structure is disordered (partial occupancies) - mliapdb ingests ordered DFT " \
+               "structures only"
+    try:
+        with np.errstate(all="ignore"):
+            distance, i, j = _closest_pair(structure)
+    except Exception as exc:  # numpy/scipy on an absurd lattice
+        return f"structure has a degenerate lattice ({str(exc)[:100]})"
+    if distance < MIN_DISTANCE:
+        what = (f"atoms {i} and {j} are {distance:.3g} A apart" if i != j else
+                f"atoms overlap their periodic images (lattice spacing {distance:.3g} A)")
+        return (f"{what}, closer than {MIN_DISTANCE} A - overlapping atoms: check the "
+                f"structure {see}")
+    return None
+
+
 def parse_entry(raw: Any, index: int, path: Path | str, sha: str) -> ParsedEntry:
     """Validate one raw entry dict; raise a one-line MliapdbError naming file and entry."""
     from pymatgen.entries.computed_entries import ComputedStructureEntry
@@ -113,36 +305,73 @@ def parse_entry(raw: Any, index: int, path: Path | str, sha: str) -> ParsedEntry
     energy = raw.get("energy")
     if energy is None:
         raise MliapdbError(f"{where}: no energy - every entry needs its raw DFT energy (eV)")
-    if isinstance(energy, bool) or not isinstance(energy, int | float) or not math.isfinite(energy):
-        raise MliapdbError(f"{where}: energy is {energy!r}, not a finite number (eV)")
+    try:
+        finite = (
+            not isinstance(energy, bool) and isinstance(energy, int | float)
+            and math.isfinite(float(energy))
+        )
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
+        raise MliapdbError(f"{where}: energy is {energy!r:.40}, not a finite number (eV)")
     if not isinstance(raw.get("structure"), dict):
         raise MliapdbError(
             f"{where}: no structure - ingest needs ComputedStructureEntry dicts with structures"
         )
+    problem = _nesting_problem(raw)
+    if problem:
+        raise MliapdbError(f"{where}: {problem}")
+    if raw["structure"].get("sites") == []:
+        raise MliapdbError(f"{where}: structure has no sites - an entry needs at least one atom")
+    for key in ("data", "parameters"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise MliapdbError(
+                f"{where}: '{key}' is a JSON {type(raw[key]).__name__}, not an object - fix or "
+                "drop it"
+            )
+    data = raw.get("data") or {}
+    params = raw.get("parameters") or {}
+    for key, value, kind in (
+        ("entry_id", raw.get("entry_id"), str), ("data.task_id", data.get("task_id"), str),
+        ("data.oxide_type", data.get("oxide_type"), str),
+        ("parameters.run_type", params.get("run_type"), str),
+        ("parameters.is_hubbard", params.get("is_hubbard"), bool),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise MliapdbError(
+                f"{where}: {key} is {str(value)[:40]!r}, not a JSON "
+                f"{'string' if kind is str else 'true/false'} - fix or drop it"
+            )
     source = {**raw, "correction": raw.get("correction") or 0.0}
     try:
-        entry = ComputedStructureEntry.from_dict(source)
+        with warnings.catch_warnings():  # e.g. "Structure has no sites": refused below
+            warnings.simplefilter("ignore")
+            entry = ComputedStructureEntry.from_dict(source)
+        structure = entry.structure
+        n_sites = len(structure)
+        correction_in_source = float(entry.correction) if entry.energy_adjustments else None
     except Exception as exc:  # pymatgen raises ValueError, KeyError, TypeError ...
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         if "valid Element" in message or "not a valid" in message:
             message = f"unknown element ({message})"
         raise MliapdbError(f"{where}: cannot read the entry: {message}") from exc
-    structure = entry.structure
-    if len(structure) == 0:
-        raise MliapdbError(f"{where}: structure has no sites")
-    coords_ok = all(math.isfinite(x) for x in structure.lattice.matrix.flat) and all(
-        math.isfinite(x) for site in structure for x in site.frac_coords
-    )
-    if not coords_ok:
-        raise MliapdbError(f"{where}: structure has NaN or infinite coordinates")
-    if structure.volume <= 0 or not math.isfinite(structure.volume):
+    if n_sites == 0:
+        raise MliapdbError(f"{where}: structure has no sites - an entry needs at least one atom")
+    lo, hi = ENERGY_PER_ATOM_RANGE
+    per_atom = float(energy) / n_sites
+    if not lo <= per_atom <= hi:
         raise MliapdbError(
-            f"{where}: structure has a degenerate lattice (volume {structure.volume} A^3)"
+            f"{where}: raw energy {per_atom:.6g} eV/atom is outside the accepted range "
+            f"[{lo:g}, {hi:+g}] eV/atom - 'energy' must be the cell's total DFT energy in eV "
+            "(docs/conventions.md, Input checks)"
         )
+    with warnings.catch_warnings():  # numpy's overflow warnings on absurd numbers
+        warnings.simplefilter("ignore")
+        problem = _structure_problem(structure)
+    if problem:
+        raise MliapdbError(f"{where}: {problem}")
     # Keep what the file said for comparison, then strip it: MP2020 is re-applied from raw.
-    correction_in_source = float(entry.correction) if entry.energy_adjustments else None
     entry.energy_adjustments = []
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     return ParsedEntry(
         material_id=mid,
         entry_id=raw.get("entry_id"),
@@ -156,6 +385,7 @@ def parse_entry(raw: Any, index: int, path: Path | str, sha: str) -> ParsedEntry
         fingerprint=fingerprint(float(energy), structure),
         source_file=str(path),
         source_sha256=sha,
+        index=index,
     )
 
 
@@ -175,11 +405,27 @@ def apply_mp2020(entries: list[ParsedEntry]) -> None:
                 # "Failed to guess oxidation states ...": MP's own fallback, as on MP.
                 warnings.simplefilter("ignore", UserWarning)
                 adjustments = compat.get_adjustments(parsed.entry)
+            correction = float(sum(adj.value for adj in adjustments))
         except CompatibilityError as exc:
             parsed.correction_mp2020 = None
             parsed.compat_message = str(exc).splitlines()[0] or "rejected by MP2020"
             continue
-        parsed.correction_mp2020 = float(sum(adj.value for adj in adjustments))
+        except Exception as exc:  # malformed parameters pymatgen trips over
+            message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise MliapdbError(
+                f"{parsed.label}: MP2020 compatibility cannot process the entry "
+                f"({type(exc).__name__}: {message}) - check its parameters (run_type, "
+                "hubbards, potcar_spec)"
+            ) from exc
+        lo, hi = ENERGY_PER_ATOM_RANGE
+        per_atom = (parsed.energy_raw + correction) / len(parsed.entry.structure)
+        if not (math.isfinite(correction) and lo <= per_atom <= hi):
+            raise MliapdbError(
+                f"{parsed.label}: MP2020-corrected energy {per_atom:.6g} eV/atom is outside "
+                f"the accepted range [{lo:g}, {hi:+g}] eV/atom - check the entry's energy and "
+                "parameters (docs/conventions.md, Input checks)"
+            )
+        parsed.correction_mp2020 = correction
 
 
 def load_entries(sources: Iterable[tuple[str, str, list]]) -> list[ParsedEntry]:
@@ -204,6 +450,13 @@ def load_entries(sources: Iterable[tuple[str, str, list]]) -> list[ParsedEntry]:
     return parsed
 
 
+def display_path(path: Path | str) -> str:
+    """``path`` as text that can be printed and stored: bytes of a file name that are not
+    UTF-8 become ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def load_entry_files(paths: list[Path]) -> list[ParsedEntry]:
-    """:func:`load_entries` of JSON files (plain or gzip)."""
-    return load_entries((str(path), *read_entry_file(path)) for path in paths)
+    """:func:`load_entries` of JSON files (plain or gzip); each file is named in messages
+    and recorded by :func:`display_path`."""
+    return load_entries((display_path(path), *read_entry_file(path)) for path in paths)

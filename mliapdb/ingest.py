@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 from sqlmodel import SQLModel
 
-from mliapdb.config import DEFAULT_SYMPREC
+from mliapdb.config import DEFAULT_SYMPREC, SYMPREC_RANGE
 from mliapdb.db import insert_rows, now, transaction
 from mliapdb.entries import ParsedEntry, load_entry_files
 from mliapdb.errors import MliapdbError
@@ -123,7 +123,9 @@ def symmetry_rows(
 
     try:
         sym = analyze_symmetry(structure, symprec=symprec, method=method)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # also a Rust panic of moyopy (pyo3 PanicException)
         raise MliapdbError(
             f"{dataset}/{material_id}: symmetry analysis failed at symprec {symprec} "
             f"({exc}) - try another --symprec"
@@ -188,6 +190,18 @@ def check_dataset_name(dataset: str) -> None:
         raise MliapdbError(f"bad dataset name {dataset!r} - use letters, digits, '-', '_', '.'")
 
 
+def check_symprecs(symprecs: Sequence[float]) -> None:
+    """Refuse a symmetry tolerance outside :data:`mliapdb.config.SYMPREC_RANGE` (or NaN)."""
+    lo, hi = SYMPREC_RANGE
+    for sp in symprecs:
+        if not (isinstance(sp, int | float) and lo <= sp <= hi):
+            shown = f"{sp:g}" if isinstance(sp, int | float) else repr(sp)
+            raise MliapdbError(
+                f"symprec {shown} is outside the accepted range [{lo:g}, {hi:g}] Angstrom - "
+                f"pass --symprec between {lo:g} and {hi:g} (default {DEFAULT_SYMPREC})"
+            )
+
+
 def ingest_entry_files(
     con: duckdb.DuckDBPyConnection, paths: Sequence[Path], dataset: str = "mp", **options: Any
 ) -> IngestReport:
@@ -198,6 +212,7 @@ def ingest_entry_files(
     file or a bad entry raises ``MliapdbError`` before anything is written.
     """
     check_dataset_name(dataset)
+    check_symprecs(options.get("symprecs", (DEFAULT_SYMPREC,)))
     return ingest_parsed(con, load_entry_files([Path(p) for p in paths]), dataset, **options)
 
 
@@ -216,6 +231,7 @@ def ingest_parsed(
     from pymatgen.core import Structure
 
     check_dataset_name(dataset)
+    check_symprecs(symprecs)
     report = IngestReport(dataset=dataset)
     report.n_read = len(parsed)
     report.rejected = [
@@ -275,10 +291,19 @@ def ingest_parsed(
                 ingested_at=now(),
             ).model_dump()
 
+    material_rows, entry_rows = [], []
+    for p in new:  # every row is built before the transaction
+        try:
+            material_rows.append(_material_row(dataset, p))
+            entry_rows.append(_entry_row(dataset, p))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise MliapdbError(
+                f"{p.label}: cannot store it ({str(exc)[:200]}) - check the entry's fields"
+            ) from exc
     with transaction(con):
         insert_rows(con, "source_files", file_rows.values())
-        insert_rows(con, "mp_materials", [_material_row(dataset, p) for p in new])
-        insert_rows(con, "dft_entries", [_entry_row(dataset, p) for p in new])
+        insert_rows(con, "mp_materials", material_rows)
+        insert_rows(con, "dft_entries", entry_rows)
         insert_rows(con, "symmetry_analyses", sym_rows)
         insert_rows(con, "wyckoff_orbits", orbit_rows)
         for table, rows in (extra_rows or {}).items():

@@ -125,10 +125,14 @@ def _current(path: Path, copy: Path, report: MergeReport,
              on_status: Callable[[str], None]) -> Path:
     """``path`` if it is at this code's schema version, else a migrated copy of it."""
     from mliapdb import db
+    from mliapdb.dbfile import SAFE_CONFIG, check_catalog, check_database_file
 
+    check_database_file(path)
     try:
-        with duckdb.connect(str(path), read_only=True) as con:
+        with duckdb.connect(str(path), read_only=True, config=SAFE_CONFIG) as con:
             have = db.check_not_newer(con, str(path))
+            if have:
+                check_catalog(con, db.current_catalog(con), have, str(path))
     except duckdb.IOException as exc:
         raise MliapdbError(f"cannot open {path}: {str(exc).splitlines()[0]} - is a running "
                            "'mliapdb ingest' using it?") from exc

@@ -3,10 +3,12 @@ as SQL parameters, never as SQL text."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import duckdb
 
+from mliapdb.config import SYMPREC_RANGE
 from mliapdb.errors import MliapdbError
 from mliapdb.relax import CALC_KINDS
 
@@ -37,6 +39,8 @@ class QueryResult:
     rows: list[tuple]
     description: str
     """What the numbers are (units, conventions, tolerance): printed on stderr."""
+    hint: str = ""
+    """When ``rows`` is empty: why, and what to do (printed on stderr)."""
 
 
 def default_symmetry(con: duckdb.DuckDBPyConnection) -> tuple[float, str]:
@@ -57,6 +61,17 @@ def hull_coverage_setting(con: duckdb.DuckDBPyConnection) -> str:
     return str(value)
 
 
+MAX_BIN_EDGE = 100_000
+"""Largest DOF bin edge accepted (the DOF of MP's largest cells are in the thousands)."""
+
+
+def _valid_bins(bins: list) -> bool:
+    """Strictly increasing integers from 0 to :data:`MAX_BIN_EDGE`, at least one."""
+    pairs = zip(bins, bins[1:], strict=False)
+    return (bool(bins) and all(isinstance(b, int) and not isinstance(b, bool) for b in bins)
+            and all(0 <= b <= MAX_BIN_EDGE for b in bins) and all(a < b for a, b in pairs))
+
+
 def parse_bins(text: str) -> list[int]:
     """``"1,2,4,8"`` -> ``[1, 2, 4, 8]`` (strictly increasing integers >= 0)."""
     error = MliapdbError(f"bad --bins {text!r} - write increasing integers like 1,2,4,8,16")
@@ -64,10 +79,277 @@ def parse_bins(text: str) -> list[int]:
         bins = [int(x) for x in text.split(",") if x.strip()]
     except ValueError as exc:
         raise error from exc
-    pairs = zip(bins, bins[1:], strict=False)
-    if not bins or any(b < 0 for b in bins) or any(a >= b for a, b in pairs):
+    if not _valid_bins(bins):
         raise error
     return bins
+
+
+def check_bins(by: str, bins: list[int] | None) -> None:
+    """``bins`` (DOF bin lower edges) apply to the ``dof-bin`` grouping only, and must be
+    strictly increasing integers >= 0."""
+    if bins is None:
+        return
+    if by != "dof-bin":
+        raise MliapdbError(f"--bins applies to --by dof-bin only (got --by {by}) - add "
+                           "--by dof-bin or leave --bins out")
+    if not _valid_bins(list(bins)):
+        raise MliapdbError(f"bad --bins {','.join(map(str, bins))!r} - write increasing "
+                           "integers like 1,2,4,8,16")
+
+
+def check_threshold(value: float | None, option: str = "--near-hull") -> None:
+    """A near-hull threshold (eV/atom) is a finite number above 0: a DFT Ehull is never
+    negative, so 0 or less selects nothing, and NaN would select everything."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise MliapdbError(f"bad {option} {value:g} - give the DFT Ehull (eV/atom) below "
+                           "which a material counts as near the hull: a number above 0, "
+                           "e.g. 0.05")
+
+
+def check_symprec(value: float | None, option: str = "--symprec") -> None:
+    """A symmetry tolerance (Angstrom) within :data:`mliapdb.config.SYMPREC_RANGE`."""
+    low, high = SYMPREC_RANGE
+    if value is not None and not (math.isfinite(value) and low <= value <= high):
+        raise MliapdbError(f"bad {option} {value:g} - give a symmetry tolerance from {low:g} "
+                           f"to {high:g} A, e.g. 0.1")
+
+
+def check_query_inputs(
+    by: str = "dof", bins: list[int] | None = None, near_hull: float | None = None,
+    symprec: float | None = None, near_hull_option: str = "--near-hull",
+) -> None:
+    """The checks of :func:`ehull_mae` that need no database (the CLI runs them before it
+    opens one)."""
+    check_bins(by, bins)
+    check_threshold(near_hull, near_hull_option)
+    check_symprec(symprec)
+
+
+def _listing(items: list[str], limit: int = 5) -> str:
+    """The first ``limit`` items, comma-separated, and how many more."""
+    shown = ", ".join(items[:limit]) or "none"
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _kind_option(calc_kind: str) -> str:
+    """``single_point`` -> ``single-point`` (the ``--kind`` value)."""
+    return calc_kind.replace("_", "-")
+
+
+def check_filters(
+    con: duckdb.DuckDBPyConnection, dataset: str | None = None,
+    settings_hash: str | None = None, symprec: float | None = None,
+    symmetry_method: str | None = None,
+) -> None:
+    """Refuse a ``--dataset``, ``--settings`` or ``--symprec`` / ``--symmetry-method`` the
+    database holds nothing of, naming the stored ones (``symprec`` and ``symmetry_method``:
+    both given, as the query will use them)."""
+    if dataset is not None:
+        stored = [r[0] for r in con.execute(
+            "SELECT DISTINCT dataset FROM mp_materials ORDER BY 1").fetchall()]
+        if dataset not in stored:
+            raise MliapdbError(f"no dataset {dataset!r} in the database (stored: "
+                               f"{_listing(stored)}) - pick one with --dataset NAME")
+    if settings_hash is not None:
+        stored = con.execute(
+            "SELECT settings_hash, string_agg(DISTINCT model || ' ' || "
+            "replace(calc_kind, '_', '-'), ', ' ORDER BY model || ' ' || "
+            "replace(calc_kind, '_', '-')) FROM calculations GROUP BY 1 ORDER BY 1").fetchall()
+        if settings_hash not in {r[0] for r in stored}:
+            raise MliapdbError(
+                f"no calculations with settings hash {settings_hash!r} (stored: "
+                f"{_listing([f'{h} ({what})' for h, what in stored])}) - pick one with "
+                "--settings HASH, or leave it out")
+    if symprec is not None and symmetry_method is not None:
+        (n,) = con.execute("SELECT count(*) FROM symmetry_analyses WHERE symprec = ? AND "
+                           "method = ?", [symprec, symmetry_method]).fetchone()
+        if not n:
+            stored = con.execute("SELECT DISTINCT symprec, method FROM symmetry_analyses "
+                                 "ORDER BY 2, 1").fetchall()
+            raise MliapdbError(
+                f"no symmetry analyses at symprec {symprec:g} A ({symmetry_method}) (stored: "
+                f"{_listing([f'{p:g} A ({m})' for p, m in stored])}) - pick one with "
+                "--symprec/--symmetry-method, or store it with 'mliapdb ingest entries FILE "
+                f"--symprec {symprec:g} --symmetry-method {symmetry_method}'")
+
+
+def stale_hint(fresh, calc_kinds: tuple[str, ...], model: str | None = None,
+                dataset: str | None = None, settings_hash: str | None = None) -> str | None:
+    """The hint when result sets the query would read have stale stored error rows (their
+    calculations changed after the rows were stored: an interrupted ``ingest relax``, or rows
+    written by hand): their rows are left out until ``ingest hulls`` stores them again."""
+    stale = [k for k in fresh.stale if k.calc_kind in calc_kinds
+             and all(v is None or getattr(k, f) == v for f, v in
+                     (("model", model), ("dataset", dataset), ("settings_hash", settings_hash)))]
+    if not stale:
+        return None
+    names = [f"{k.model} {_kind_option(k.calc_kind)} {k.settings_hash[:8]} ({k.dataset})"
+             for k in stale]
+    return (f"the stored error rows of {len(stale)} result set(s) ({_listing(names, 3)}) are "
+            "out of date, so they are left out: the calculations changed after the rows were "
+            "stored (an interrupted 'ingest relax'?) - run 'mliapdb ingest hulls' to store "
+            "them again")
+
+
+def explain_empty(
+    con: duckdb.DuckDBPyConnection,
+    kind: str = "relax",
+    convention: str = "dft-hull",
+    model: str | None = None,
+    dataset: str | None = None,
+    settings_hash: str | None = None,
+    symprec: float | None = None,
+    symmetry_method: str | None = None,
+    hull_coverage: str | None = None,
+    near_hull: float | None = None,
+    near_hull_option: str = "--near-hull",
+    coverage_option: bool = True,
+    fresh=None,
+) -> str | None:
+    """Why a query over the stored error rows with these filters finds nothing, and what to
+    do, in one line; ``None`` when no specific reason is found. Checks, in order: usable
+    calculations, stale stored rows, rows at the symmetry tolerance, rows of the convention,
+    complete chemical systems (model-hull conventions; ``coverage_option``: suggest
+    ``--hull-coverage filled`` where it helps), the near-hull threshold."""
+    from mliapdb.error_rows import freshness, stored_rows_sql
+
+    where, params = ["calc_kind = ?"], [kind]
+    for column, value in (("model", model), ("dataset", dataset),
+                          ("settings_hash", settings_hash)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    cond = " AND ".join(where)
+    option = _kind_option(kind)
+    what = (f"{option} calculations" + (f" of model '{model}'" if model else "")
+            + (f" with settings {settings_hash}" if settings_hash else "")
+            + (f" in dataset '{dataset}'" if dataset else ""))
+    n_all, n_ok = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE status = 'ok') FROM calculations "
+        f"WHERE {cond}", params).fetchone()
+    relax = f"'mliapdb ingest relax --kind {option} --model {model or 'MODEL'}'"
+    if n_all and not n_ok:
+        return (f"none of the {n_all} {what} ended ok (failed or not converged) - see "
+                "'mliapdb query calculations' and the calculation_failures view for why, "
+                f"then rerun them with {relax}")
+    if not n_ok and not con.execute("SELECT count(*) FROM calculations").fetchone()[0]:
+        return "no usable calculations match - run 'mliapdb ingest relax --model MODEL' first"
+    if not n_ok:
+        have = con.execute(
+            "SELECT calc_kind, count(*) FROM calculations WHERE status = 'ok'"
+            + (" AND model = ?" if model else "") + " GROUP BY 1 ORDER BY 1",
+            [model] if model else []).fetchall()
+        stored = _listing([f"{_kind_option(k)} {n}" for k, n in have])
+        return f"no usable {what} (usable stored: {stored}) - run {relax}"
+    fresh = fresh or freshness(con)
+    if (stale := stale_hint(fresh, (kind,), model, dataset, settings_hash)):
+        return stale
+    if symprec is None or symmetry_method is None:
+        d_symprec, d_method = default_symmetry(con)
+        symprec = d_symprec if symprec is None else symprec
+        symmetry_method = symmetry_method or d_method
+    source = stored_rows_sql(fresh.fresh_build_ids)
+
+    def count(extra: str, extra_params: list) -> int:
+        return con.execute(f"SELECT count(*) FROM {source} WHERE {cond} AND {extra}",
+                           params + extra_params).fetchone()[0]
+
+    at = "symprec = ? AND symmetry_method = ? AND convention = ?"
+    if not count(at, [symprec, symmetry_method, "dft-hull"]):
+        if count("convention = 'dft-hull'", []):
+            return (f"the materials of the {n_ok} usable {what} have no symmetry analysis at "
+                    f"symprec {symprec:g} A ({symmetry_method}) - store it with 'mliapdb "
+                    f"ingest entries FILE --symprec {symprec:g} --symmetry-method "
+                    f"{symmetry_method}'")
+        return (f"the materials of the {n_ok} usable {what} have no DFT Ehull (an element "
+                "without an elemental entry in the dataset?) or no symmetry analysis - "
+                "ingest their elemental entries with 'mliapdb ingest entries FILE'")
+    counted = "TRUE"
+    if convention != "dft-hull":
+        if not count(at, [symprec, symmetry_method, convention]):
+            from mliapdb.model_hull import stale_keys
+
+            missing = [k for k, _ in stale_keys(con)[0] if k.calc_kind == kind and all(
+                v is None or getattr(k, f) == v for f, v in
+                (("model", model), ("dataset", dataset), ("settings_hash", settings_hash)))]
+            if missing:
+                names = [f"{k.model} {option} {k.settings_hash[:8]}" for k in missing]
+                return (f"the model hull of {len(missing)} result set(s) ({_listing(names, 3)}) "
+                        "is missing or out of date, so it is left out - run 'mliapdb ingest "
+                        "hulls'")
+            if convention == "model-hull-dft-refs":
+                return (f"model-hull-dft-refs has no rows for elemental materials (the DFT "
+                        f"elemental references are their hull) and every material of the "
+                        f"{n_ok} usable {what} is an element - relax compounds too, or use "
+                        "--convention model-hull")
+            return None
+        hull_coverage = hull_coverage or hull_coverage_setting(con)
+        counted = HULL_COVERAGES[hull_coverage]
+        if not count(f"{at} AND {counted}", [symprec, symmetry_method, convention]):
+            return _incomplete_hint(con, source, cond, params, kind, convention, symprec,
+                                    symmetry_method, hull_coverage, coverage_option)
+    if near_hull is not None:
+        (lowest,) = con.execute(
+            f"SELECT min(dft_e_above_hull) FROM {source} WHERE {cond} AND {at} AND {counted}",
+            params + [symprec, symmetry_method, convention]).fetchone()
+        if lowest is not None and lowest >= near_hull:
+            return (f"no material with usable results has a DFT Ehull below "
+                    f"{near_hull * 1000:g} meV/atom (the lowest is {lowest * 1000:g} "
+                    f"meV/atom) - raise {near_hull_option}")
+    return None
+
+
+def _incomplete_hint(
+    con: duckdb.DuckDBPyConnection, source: str, cond: str, params: list, kind: str,
+    convention: str, symprec: float, symmetry_method: str, hull_coverage: str,
+    coverage_option: bool,
+) -> str:
+    """No counted model-hull row: name the incomplete chemical systems (first three, with
+    how many of their entries lack a model energy, and the count) and how to complete them
+    (``--hull-coverage filled`` only where fill-ins complete a named system)."""
+    from mliapdb.model_hull import FAR_ABOVE_HULL
+
+    counted = HULL_COVERAGES[hull_coverage]
+    systems = con.execute(
+        f"SELECT dataset, model, settings_hash, chemsys, count(*) AS n FROM {source} "
+        f"WHERE {cond} AND symprec = ? AND symmetry_method = ? AND convention = ? "
+        f"AND NOT {counted} GROUP BY ALL ORDER BY n DESC, chemsys, model, settings_hash",
+        params + [symprec, symmetry_method, convention]).fetchall()
+    several = len({(r[1], r[2]) for r in systems}) > 1
+    items, fill_completes = [], False
+    for ds, model, settings, chemsys, _n in systems[:3]:
+        n_entries, n_missing, n_fill = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE e.e_per_atom_model IS NULL), "
+            "count(*) FILTER (WHERE e.e_per_atom_model IS NULL AND (f.e_per_atom_fill IS NOT "
+            "NULL OR h.e_above_hull >= ?)) "
+            "FROM dft_entries d JOIN mp_materials m USING (dataset, material_id) "
+            "LEFT JOIN dft_hull h USING (dataset, material_id) "
+            "LEFT JOIN stg_model_energies e ON e.dataset = d.dataset AND "
+            "e.material_id = d.material_id AND e.model = ? AND e.settings_hash = ? AND "
+            "e.calc_kind = ? AND e.e_per_atom_model IS NOT NULL "
+            "LEFT JOIN stg_model_fill_energies f ON f.dataset = d.dataset AND "
+            "f.material_id = d.material_id AND f.model = ? AND f.settings_hash = ? AND "
+            "f.calc_kind = ? "
+            "WHERE d.dataset = ? AND d.compat_status = 'ok' "
+            "AND list_has_all(string_split(?, '-'), string_split(m.chemsys, '-'))"
+            + (" AND m.nelements > 1" if convention == "model-hull-dft-refs" else ""),
+            [FAR_ABOVE_HULL, model, settings, kind, model, settings, kind, ds, chemsys],
+        ).fetchone()
+        fill_completes |= n_missing == n_fill
+        lacking = n_missing - n_fill if hull_coverage == "filled" else n_missing
+        items.append(f"{chemsys} ({f'{model}: ' if several else ''}{lacking} of {n_entries} "
+                     "entries without a usable model energy)")
+    more = f" and {len(systems) - 3} more" if len(systems) > 3 else ""
+    model, chemsys = systems[0][1], systems[0][3]
+    need = ("a usable model energy (or a fill-in)" if hull_coverage == "filled"
+            else "a usable model energy")
+    fill = (", count fill-ins with --hull-coverage filled"
+            if coverage_option and hull_coverage == "complete" and fill_completes else "")
+    return (f"no material with usable results lies in a complete chemical system under "
+            f"{convention} (every entry of every subsystem needs {need}): {len(systems)} "
+            f"incomplete system(s): {', '.join(items)}{more} - relax the missing materials of "
+            f"those systems (e.g. 'mliapdb ingest relax --model {model} --kind "
+            f"{_kind_option(kind)} --chemsys {chemsys}'){fill}, or use --convention dft-hull")
 
 
 def _dof_bin_sql(bins: list[int]) -> tuple[str, str]:
@@ -97,13 +379,16 @@ def ehull_mae(
     near_hull: float | None = None,
     bins: list[int] | None = None,
     hull_coverage: str | None = None,
+    near_hull_option: str = "--near-hull",
 ) -> QueryResult:
     """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
     of the model's Ehull per model and ``by`` group, over calculations of ``kind`` under hull
     ``convention`` (model-hull conventions: materials whose chemical system is complete);
     ``near_hull`` (eV/atom) keeps materials with DFT Ehull below it; ``bins`` are the lower
     edges of the DOF bins (default: the database's); ``hull_coverage`` which model-hull rows
-    count (:data:`HULL_COVERAGES`; default: the database's)."""
+    count (:data:`HULL_COVERAGES`; default: the database's). Inputs that cannot apply are
+    refused (:func:`check_query_inputs`, :func:`check_filters`); an empty result carries a
+    ``hint`` (:func:`explain_empty`); ``near_hull_option`` names the threshold in messages."""
     if kind not in CALC_KINDS:
         raise MliapdbError(
             f"unknown calculation kind {kind!r} - use one of {', '.join(CALC_KINDS)}"
@@ -114,6 +399,8 @@ def ehull_mae(
         raise MliapdbError(
             f"unknown convention {convention!r} - use one of {', '.join(CONVENTIONS)}"
         )
+    check_query_inputs(by, bins, near_hull, symprec, near_hull_option)
+    symmetry_given = symprec is not None or symmetry_method is not None
     d_symprec, d_method = default_symmetry(con)
     symprec = d_symprec if symprec is None else symprec
     symmetry_method = symmetry_method or d_method
@@ -140,6 +427,8 @@ def ehull_mae(
         raise MliapdbError(
             f"no calculations with model '{model}' - run 'mliapdb ingest relax --model {model}'"
         )
+    check_filters(con, dataset, settings_hash, *((symprec, symmetry_method) if symmetry_given
+                                                 else (None, None)))
     # cheap checks on the calculations table (not on the joined view)
     calc_where, calc_params = ["status = 'ok'", "calc_kind = ?"], [kind]
     for column, value in (("model", model), ("dataset", dataset),
@@ -220,7 +509,11 @@ def ehull_mae(
         + (f"; DOF bins from {','.join(map(str, bins))}" if by == "dof-bin" else "")
         + _stale_note(con, convention, len(fresh.stale))
     )
-    return QueryResult(columns, rows, description)
+    hint = "" if rows else (explain_empty(
+        con, kind, convention, model, dataset, settings_hash, symprec, symmetry_method,
+        hull_coverage, near_hull, near_hull_option, fresh=fresh,
+    ) or "no usable results match these filters - see 'mliapdb query calculations'")
+    return QueryResult(columns, rows, description, hint)
 
 
 def near_hull(
@@ -228,9 +521,10 @@ def near_hull(
 ) -> QueryResult:
     """:func:`ehull_mae` over the materials with DFT Ehull below ``threshold`` (eV/atom;
     default: the database's ``near_hull_threshold``)."""
+    check_threshold(threshold, "--threshold")
     if threshold is None:
         threshold = stats_settings(con)[0]
-    return ehull_mae(con, near_hull=threshold, **kwargs)
+    return ehull_mae(con, near_hull=threshold, near_hull_option="--threshold", **kwargs)
 
 
 def _stale_note(
@@ -275,13 +569,23 @@ def _view_query(
     return QueryResult([d[0] for d in cur.description], cur.fetchall(), description)
 
 
+_NO_MATCH = "no usable results match these filters - see 'mliapdb query calculations'"
+
+
+def _with_hint(con: duckdb.DuckDBPyConnection, result: QueryResult, **kwargs) -> QueryResult:
+    """``result``, with the :func:`explain_empty` hint for ``kwargs`` when it has no rows."""
+    if result.rows:
+        return result
+    return replace(result, hint=explain_empty(con, **kwargs) or _NO_MATCH)
+
+
 def energy_error(
     con: duckdb.DuckDBPyConnection, model: str | None = None, kind: str = "relax",
     convention: str = "dft-hull",
 ) -> QueryResult:
     """MAE, mean signed error (meV/atom) and fraction underpredicted of the total and the
     formation energy per model."""
-    return _view_query(
+    return _with_hint(con, _view_query(
         con, "energy_error_stats",
         [("model", "model"), ("n", "n"),
          ("round(e_mae * 1000, 2)", "e_mae_meV"),
@@ -293,7 +597,7 @@ def energy_error(
         {"model": model, "calc_kind": kind, "convention": convention}, "model",
         f"total and formation energy error = model - DFT (meV/atom), MP2020-corrected, {kind}, "
         f"{convention} formation energies" + _stale_note(con, convention),
-    )
+    ), kind=kind, convention=convention, model=model, coverage_option=False)
 
 
 def stability(
@@ -302,7 +606,7 @@ def stability(
 ) -> QueryResult:
     """Stability classification per model at 0 eV/atom: TP/FP/TN/FN, precision, recall, F1,
     accuracy, DAF."""
-    return _view_query(
+    return _with_hint(con, _view_query(
         con, "stability_classification",
         [("model", "model"), ("n", "n"), ("tp", "tp"), ("fp", "fp"), ("tn", "tn"),
          ("fn", "fn"), ("round(precision, 3)", "precision"), ("round(recall, 3)", "recall"),
@@ -311,7 +615,7 @@ def stability(
         {"model": model, "calc_kind": kind, "convention": convention}, "model",
         f"stable = Ehull <= 0 eV/atom (DFT: truth, model: prediction), {kind}, {convention}; "
         "DAF = precision / prevalence" + _stale_note(con, convention),
-    )
+    ), kind=kind, convention=convention, model=model, coverage_option=False)
 
 
 def relaxation_effect(
@@ -342,7 +646,7 @@ def relaxation_effect(
         ("round(median_relaxation_energy * 1000, 2)", "median_relaxation_energy_meV"),
         ("round(frac_symmetry_kept, 3)", "frac_symmetry_kept"),
     ]
-    return _view_query(
+    result = _view_query(
         con, "relaxation_effect_stats", columns,
         {"model": model, "calc_kind": kind, "convention": convention,
          "grouping": "dof_bin" if by == "dof-bin" else "all"},
@@ -351,11 +655,20 @@ def relaxation_effect(
         f"point on the DFT structure (sp) and after {kind}; relaxation energy = relaxed - "
         "single-point model energy" + _stale_note(con, convention),
     )
+    if result.rows:
+        return result
+    args = {"convention": convention, "model": model, "coverage_option": False}
+    hint = (explain_empty(con, kind, **args) or explain_empty(con, "single_point", **args)
+            or f"no material has usable results of both kinds (single-point and "
+            f"{_kind_option(kind)}){f' of model {model!r}' if model else ''} - relax the same "
+            f"materials both ways ('mliapdb ingest relax --kind single-point' and "
+            f"'--kind {_kind_option(kind)}')")
+    return replace(result, hint=hint)
 
 
 def symmetry(con: duckdb.DuckDBPyConnection, model: str | None = None) -> QueryResult:
     """Space group kept / lowered / raised / changed after relaxation, per model and kind."""
-    return _view_query(
+    result = _view_query(
         con, "symmetry_changes",
         [("model", "model"), ("calc_kind", "kind"), ("n", "n"), ("kept", "kept"),
          ("lowered", "lowered"), ("raised", "raised"), ("changed", "changed"),
@@ -364,6 +677,16 @@ def symmetry(con: duckdb.DuckDBPyConnection, model: str | None = None) -> QueryR
         "space group before (DFT structure) and after relaxation, moyopy at 0.1 A; lowered / "
         "raised = point group of lower / higher order; rmsd in internal coordinates (A)",
     )
+    if result.rows:
+        return result
+    from mliapdb.error_rows import freshness
+
+    relaxations = ("relax", "relax_fixsym")
+    hint = stale_hint(freshness(con), relaxations, model) or (
+        f"no usable relaxations{f' of model {model!r}' if model else ''} (single points "
+        "keep the structure) - run 'mliapdb ingest relax --kind relax --model "
+        f"{model or 'MODEL'}'")
+    return replace(result, hint=hint)
 
 
 def calculation_summary(

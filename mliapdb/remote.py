@@ -39,18 +39,18 @@ def open_remote(url: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
             f"{url} is a remote snapshot and opens read-only - 'mliapdb snapshot pull {url}' "
             "downloads a copy you can write to"
         )
-    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    from mliapdb.dbfile import SAFE_CONFIG
+
+    con = duckdb.connect(config=SAFE_CONFIG)
     try:
-        if load_httpfs(con):
-            target = url
-        else:
-            try:  # the reason DuckDB's fsspec bridge would hide ("does not exist")
-                remote_size(url)
-            except OSError as exc:
-                reason = ("not found (HTTP 404)" if isinstance(exc, FileNotFoundError)
-                          else str(exc).removeprefix(f"{url}: "))
-                raise MliapdbError(f"cannot open {url}: {reason}") from exc
-            target = _register_range_fs(con, url)
+        try:  # the reason DuckDB would hide ("does not exist")
+            size = remote_size(url)
+        except OSError as exc:
+            reason = ("not found (HTTP 404)" if isinstance(exc, FileNotFoundError)
+                      else str(exc).removeprefix(f"{url}: "))
+            raise MliapdbError(f"cannot open {url}: {reason}") from exc
+        _check_size(url, size)
+        target = url if load_httpfs(con) else _register_range_fs(con, url)
         try:
             con.execute(f"ATTACH ? AS {CATALOG} (READ_ONLY)", [target])
         except duckdb.Error as exc:
@@ -62,6 +62,26 @@ def open_remote(url: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         con.close()
         raise
     return con
+
+
+def _check_size(url: str, size: int) -> None:
+    """Compare the file's size with the manifest published beside it, where there is one: a
+    file read in ranges is never hashed whole, so its size is what can be checked."""
+    import json
+
+    from mliapdb.download import read_small
+    from mliapdb.snapshot import check_manifest, database_entry, manifest_location
+
+    where = manifest_location(url)
+    try:
+        manifest = check_manifest(json.loads(read_small(where)), where)
+    except (FileNotFoundError, MliapdbError, ValueError):
+        return  # no manifest (or none of ours): the schema check still applies
+    expected = database_entry(manifest, where).get("size")
+    if isinstance(expected, int) and expected != size:
+        raise MliapdbError(f"cannot open {url}: it has {size} bytes but its manifest {where} "
+                           f"says {expected} - the file was replaced or is being uploaded; "
+                           "try again later, or 'mliapdb snapshot pull' it (sha256-checked)")
 
 
 def load_httpfs(con: duckdb.DuckDBPyConnection) -> bool:
@@ -95,9 +115,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _check_schema(con: duckdb.DuckDBPyConnection, url: str) -> None:
-    """Refuse a schema newer or older than this code's; serve this code's views if the
-    snapshot's differ."""
+    """Refuse a schema newer or older than this code's, or a catalog that carries code or
+    whose tables are not mliapdb's; serve this code's views from an in-memory overlay where
+    the snapshot's definitions differ (its own views never run)."""
     from mliapdb import db
+    from mliapdb.dbfile import check_catalog
 
     have = db.check_not_newer(con, url)
     know = db.code_schema_version()
@@ -107,32 +129,9 @@ def _check_schema(con: duckdb.DuckDBPyConnection, url: str) -> None:
             f"snapshot cannot be migrated - 'mliapdb snapshot pull {url}' downloads a copy that "
             "is migrated when opened"
         )
-    if db.stored_views_sha256(con) != db.views_sha256():
-        _overlay_views(con)
-
-
-def _overlay_views(con: duckdb.DuckDBPyConnection) -> None:
-    """Create this code's views in a temporary file attached read-only in front of the
-    snapshot (search path ``views, snapshot``), so that queries use them and writes still fail.
-    """
-    import shutil
-    import tempfile
-
-    from mliapdb.db import view_files
-
-    folder = Path(tempfile.mkdtemp(prefix="mliapdb-views-"))
-    path = folder / "views.duckdb"
-    try:
-        con.execute("ATTACH ? AS views", [str(path)])
-        con.execute(f"SET search_path = 'views.main,{CATALOG}.main'")
-        for view in view_files():
-            con.execute(view.read_text())
-        con.execute(f"USE {CATALOG}")
-        con.execute("DETACH views")
-        con.execute("ATTACH ? AS views (READ_ONLY)", [str(path)])
-        con.execute(f"SET search_path = 'views.main,{CATALOG}.main'")
-    finally:  # the attached file stays open; on POSIX its name can go now
-        shutil.rmtree(folder, ignore_errors=True)
+    check = check_catalog(con, CATALOG, have, url)
+    if not check.views_current:
+        db.overlay_views(con, CATALOG, check.foreign_views, url)
 
 
 # --- the fallback: HTTP range requests from Python ---------------------------------------------

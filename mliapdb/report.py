@@ -223,6 +223,10 @@ def _select_series(con, calc_kind: str, models: Sequence[str] | None) -> list[Se
         "GROUP BY calc_kind"
     ).fetchall())
     if not kinds:
+        (n_calcs,) = con.execute("SELECT count(*) FROM calculations").fetchone()
+        if n_calcs:  # calculations, but no error rows served: say why
+            raise MliapdbError("nothing to report: "
+                               + _why_no_rows(con, calc_kind, models, any_kind=True))
         raise MliapdbError(
             "no model calculations in DB - run 'mliapdb ingest relax --model MODEL' first"
         )
@@ -235,6 +239,13 @@ def _select_series(con, calc_kind: str, models: Sequence[str] | None) -> list[Se
     if models:
         rows = [r for r in rows if r[0] in models]
     if not rows:
+        (n_usable,) = con.execute(
+            "SELECT count(*) FROM calculations WHERE status = 'ok' AND calc_kind = ?"
+            + (f" AND model IN ({', '.join('?' * len(models))})" if models else ""),
+            [calc_kind, *(models or ())]).fetchone()
+        if n_usable:  # usable calculations of this kind whose rows are not served: say why
+            raise MliapdbError(f"no {option} results to report: "
+                               + _why_no_rows(con, calc_kind, models))
         have = ", ".join(sorted(_KIND_OPTION.get(k, k) for k in kinds))
         which = f"model {', '.join(models)}" if models else "any model"
         raise MliapdbError(
@@ -247,6 +258,29 @@ def _select_series(con, calc_kind: str, models: Sequence[str] | None) -> list[Se
     return [
         Series(m, h, m if per_model[m] == 1 else f"{m} ({h[:8]})") for m, h in rows
     ]
+
+
+def _why_no_rows(con, calc_kind: str, models: Sequence[str] | None,
+                 convention: str = "dft-hull", series: Sequence[Series] = (),
+                 any_kind: bool = False) -> str:
+    """Why usable calculations give no (counted) rows of ``convention``, and the fix
+    (:func:`mliapdb.queries.explain_empty` per model or series; stale stored rows of
+    ``calc_kind``, or of any kind, first)."""
+    from mliapdb.error_rows import freshness
+    from mliapdb.queries import explain_empty, stale_hint
+
+    fresh = freshness(con)
+    kinds = tuple(KINDS.values()) if any_kind else (calc_kind,)
+    for model in models or [None]:
+        if hint := stale_hint(fresh, kinds, model):
+            return hint
+    keys = [(s.model, s.settings_hash) for s in series] or [(m, None) for m in models or [None]]
+    for model, settings in keys:
+        hint = explain_empty(con, calc_kind, convention, model, settings_hash=settings,
+                             coverage_option=False, fresh=fresh)
+        if hint:
+            return hint
+    return "no rows in the ehull_errors view - see 'mliapdb query calculations'"
 
 
 def _series_filter(series: Sequence[Series]) -> tuple[str, list[str]]:
@@ -767,9 +801,8 @@ def build_report(
             if missing:
                 raise MliapdbError(
                     f"no complete {', '.join(missing)} results for {kind} calculations of "
-                    f"{', '.join(s.label for s in series)} - the model hull needs every entry "
-                    "of a chemical system computed; run 'mliapdb ingest hulls' after "
-                    "'mliapdb ingest relax'"
+                    f"{', '.join(s.label for s in series)}: "
+                    + _why_no_rows(con, calc_kind, models, missing[0], series)
                 )
             chosen = list(dict.fromkeys(conventions))
         else:
@@ -790,6 +823,11 @@ def build_report(
             f"SELECT count(DISTINCT (dataset, material_id)) FROM ehull_errors WHERE "
             f"calc_kind = ? AND convention = 'dft-hull' AND {where}", [calc_kind, *params],
         ).fetchone()
+        from mliapdb.error_rows import freshness
+        from mliapdb.queries import stale_hint
+
+        if left_out := stale_hint(freshness(con), (calc_kind,)):
+            log(f"report: {left_out}")
         log(
             f"report: {len(series)} model(s), {kind} calculations, {n_with} of {n_materials} "
             f"materials, conventions {', '.join(chosen)}"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import TYPE_CHECKING, NamedTuple
 
-from mliapdb.config import DEFAULT_SYMPREC
+from mliapdb.config import DEFAULT_SYMPREC, SYMPREC_RANGE
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -210,6 +210,18 @@ def _canonical_relabelling(labels: Sequence[tuple[str, str]], number: int) -> tu
     raise AssertionError(f"no relabelling gives {canonical} from {raw}")  # pragma: no cover
 
 
+def check_tolerances(symprec: float, angle_tolerance: float | None = None) -> None:
+    """Raise ValueError for a ``symprec`` outside :data:`mliapdb.config.SYMPREC_RANGE`
+    (Angstrom) or NaN, or an angle tolerance outside (0, 90) degrees."""
+    lo, hi = SYMPREC_RANGE
+    if isinstance(symprec, bool) or not isinstance(symprec, int | float) or not (
+        lo <= symprec <= hi
+    ):
+        raise ValueError(f"symprec {symprec!r} is outside [{lo:g}, {hi:g}] Angstrom")
+    if angle_tolerance is not None and not 0 < angle_tolerance < 90:
+        raise ValueError(f"angle_tolerance {angle_tolerance!r} is outside (0, 90) degrees")
+
+
 def analyze_symmetry(
     structure: Structure,
     symprec: float = DEFAULT_SYMPREC,
@@ -226,8 +238,9 @@ def analyze_symmetry(
             none; spglib: -1, i.e. none). pymatgen's spglib label uses 5 degrees.
 
     Raises:
-        ValueError: unknown method, disordered structure, failed symmetry search, or orbits
-            whose sizes contradict their Wyckoff multiplicities.
+        ValueError: unknown method, tolerance out of range (:func:`check_tolerances`),
+            disordered structure, failed symmetry search, or orbits whose sizes contradict
+            their Wyckoff multiplicities.
     """
     from pymatgen.analysis.prototypes import (
         WYCKOFF_MULTIPLICITY_DICT,
@@ -237,6 +250,7 @@ def analyze_symmetry(
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    check_tolerances(symprec, angle_tolerance)
     if not structure.is_ordered:
         raise ValueError("symmetry analysis needs an ordered structure")
     detect = _detect_moyopy if method == "moyopy" else _detect_spglib
@@ -313,5 +327,6 @@ def spacegroup_number(
     structure: Structure, symprec: float = DEFAULT_SYMPREC, method: str = "moyopy"
 ) -> int:
     """International space-group number of ``structure`` (no Wyckoff analysis)."""
+    check_tolerances(symprec)
     detect = _detect_moyopy if method == "moyopy" else _detect_spglib
     return int(detect(structure, symprec, None).number)

@@ -136,6 +136,7 @@ class ModelRow(SQLModel, table=True):
     license: str | None = None
     citation: str | None = None
     registered_at: datetime
+    base_model: str | None = None  # the model a derived model (--as) came from
 
 
 class Calculation(SQLModel, table=True):
@@ -167,6 +168,7 @@ class Calculation(SQLModel, table=True):
     spacegroup_before: int | None = None  # moyopy, 0.1 A, of the input (DFT) structure
     rmsd: float | None = None  # A, internal coordinates, input -> relaxed
     volume_ratio: float | None = None  # relaxed / input cell volume
+    checkpoint_sha256: str | None = None  # of the checkpoint that made the row
 
 
 class SpaceGroupRow(SQLModel, table=True):

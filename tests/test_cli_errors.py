@@ -26,8 +26,9 @@ def db_path(tmp_path_factory, mp_dir: Path) -> Path:
     [
         (["--model", "chgnet-9"], "unknown model 'chgnet-9' - run 'mliapdb models' to list them"),
         (["--model", "chgnet-0.3.0", "--chemsys", "Li-Fe"],
-         "no stored materials match the selection - ingest their entries first ('mliapdb ingest "
-         "entries FILE') or widen --chemsys/--max-sites/--dataset"),
+         "--chemsys Li-Fe: the database holds no material with Fe, Li (of Fe-Li) - ingest the "
+         "entries of Fe-Li first ('mliapdb ingest entries FILE' or 'mliapdb ingest mp --chemsys "
+         "Fe-Li')"),
         (["--model", "chgnet-0.3.0", "--material-id", "mp-0"],
          "material id(s) not in the database: mp-0 - ingest their entries first "
          "('mliapdb ingest entries FILE')"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mliapdb.config import DEFAULT_DB, DEFAULT_SYMPREC
+from mliapdb.config import DEFAULT_DB, DEFAULT_SYMPREC, SYMPREC_RANGE
 
 
 def db_option(func):
@@ -33,6 +33,17 @@ def dataset_option(func):
     )(func)
 
 
+def _check_symprecs(ctx, param, values: tuple[float, ...]) -> tuple[float, ...]:
+    """Refuse (usage error, exit 2) a tolerance outside SYMPREC_RANGE or NaN."""
+    lo, hi = SYMPREC_RANGE
+    for value in values:
+        if not lo <= value <= hi:
+            raise click.BadParameter(
+                f"{value:g} is not in the range {lo:g} to {hi:g} (Angstrom)", ctx, param
+            )
+    return values
+
+
 def symmetry_options(func):
     """``--symprec`` (repeatable) and ``--symmetry-method`` of the ingest commands."""
     func = click.option(
@@ -49,5 +60,7 @@ def symmetry_options(func):
         type=float,
         default=(DEFAULT_SYMPREC,),
         show_default=True,
-        help="Symmetry tolerance(s) in Angstrom; repeat to store analyses at several.",
+        callback=_check_symprecs,
+        help=f"Symmetry tolerance(s) in Angstrom, {SYMPREC_RANGE[0]:g} to {SYMPREC_RANGE[1]:g}; "
+        "repeat to store analyses at several.",
     )(func)

@@ -32,10 +32,11 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> Non
     database as it was. Re-ingesting the same data changes nothing.
     """
     from mliapdb import db
-    from mliapdb.ingest import ingest_entry_files
+    from mliapdb.entries import load_entry_files
+    from mliapdb.ingest import check_dataset_name, check_symprecs, ingest_parsed
 
     path = resolve_db(ctx, db_path)
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [str(p) for p in paths if _missing(p)]
     if missing:
         from mliapdb.config import DATA_ENV
         from mliapdb.errors import MliapdbError
@@ -44,15 +45,16 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> Non
             f"no such file: {missing[0]} - MP entry files are in ../shared/data/mp/ beside the "
             f"repository, or where ${DATA_ENV} points"
         )
-    con = db.connect(path, create=True)
-    try:
-        report = ingest_entry_files(
-            con, paths, dataset=dataset, symprecs=symprecs, method=symmetry_method,
+    check_dataset_name(dataset)
+    check_symprecs(symprecs)
+    check_writable_db(path)
+    parsed = load_entry_files(list(paths))  # every file and entry is checked before the db opens
+    with db.opened(path, create=True) as con:  # a new file is removed again on failure
+        report = ingest_parsed(
+            con, parsed, dataset=dataset, symprecs=symprecs, method=symmetry_method,
             progress=progress_bar,
         )
         refresh_model_hulls(con)
-    finally:
-        con.close()
     for file, mid, reason in report.rejected:
         status(f"rejected by MP2020 compatibility: {file}: {mid}: {reason}")
     status(
@@ -70,6 +72,51 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> Non
     )
 
 
+def _missing(path: Path) -> bool:
+    """True when nothing is at ``path``; False when the system cannot tell (a name too long:
+    reading the file says why)."""
+    try:
+        return not path.exists()
+    except OSError:
+        return False
+
+
+def check_writable_db(db_path: str) -> None:
+    """Refuse a local ``--db`` whose folder does not exist, is not a folder, or cannot be
+    written (tried: a file created and removed there, which works for root too), and a path
+    that is not valid UTF-8. Remote URLs are left to :func:`mliapdb.db.connect`."""
+    import os
+    import tempfile
+
+    from mliapdb.errors import MliapdbError
+    from mliapdb.remote import is_remote
+
+    if is_remote(db_path):
+        return
+    try:
+        str(db_path).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MliapdbError(
+            f"--db {db_path}: the path is not valid UTF-8 - pass a --db with another name"
+        ) from exc
+    folder = Path(db_path).parent
+    try:
+        if not folder.exists():
+            raise MliapdbError(f"cannot create {db_path}: the folder {folder} does not exist - "
+                               "create it first, or pass another --db")
+        if not folder.is_dir():
+            raise MliapdbError(f"cannot create {db_path}: {folder} is not a folder - pass "
+                               "another --db")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".mliapdb-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise MliapdbError(
+            f"cannot write {db_path}: the folder {folder} is not writable "
+            f"({exc.strerror or exc}) - pass a --db in a folder you can write"
+        ) from exc
+
+
 def refresh_model_hulls(con) -> None:
     """Rebuild the model hulls, then the stored error rows, whose inputs changed (status
     lines on stderr)."""
@@ -85,9 +132,10 @@ def hulls(ctx, db_path) -> None:
     """Rebuild the model hulls (model-hull conventions) and the stored error rows whose
     inputs changed.
 
-    'ingest entries' and 'ingest relax' do this at the end of every run. The views never
-    serve stale data: a stale model hull's rows disappear until it is rebuilt, and stale
-    error rows are computed live (slower) until they are stored again.
+    'ingest entries' and 'ingest relax' do this at the end of every run; run it after an
+    interrupted 'ingest relax' or after changing calculations by hand. The views never serve
+    stale data: the rows of a stale model hull or of stale error rows are left out of every
+    view and query (the queries say how many) until this command stores them again.
     """
     from mliapdb import db
     from mliapdb.error_rows import n_stale as n_stale_rows
@@ -137,15 +185,20 @@ def _log_result(target, result) -> None:
     help="Only materials whose elements are within this system, e.g. Mn-O-Y.",
 )
 @click.option("--material-id", "material_ids", multiple=True, help="Only these MP ids.")
-@click.option("--max-sites", type=int, default=None, help="Skip cells with more sites.")
+@click.option(
+    "--max-sites", type=click.IntRange(min=1), default=None, help="Skip cells with more sites."
+)
 @click.option(
     "--min-nelements",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Skip materials with fewer elements (2: compounds only, no elemental solids).",
 )
 @click.option(
-    "--limit", type=int, default=None, help="At most N materials (smallest cells first)."
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most N materials (smallest cells first).",
 )
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda.")
 @click.option(
@@ -164,16 +217,32 @@ def _log_result(target, result) -> None:
 )
 @click.option(
     "--threads",
-    type=int,
+    type=click.IntRange(min=0),
     default=1,
     show_default=True,
     help="torch CPU threads (0: leave torch's default).",
 )
 @click.option(
-    "--checkpoint", default=None, help="Checkpoint file instead of the model's own one."
+    "--checkpoint",
+    default=None,
+    help="Checkpoint file instead of the model's own one: the registered one (same sha256), "
+    "or any other with --as.",
+)
+@click.option(
+    "--as",
+    "as_name",
+    default=None,
+    metavar="NAME",
+    help="Store the results of --checkpoint as model NAME, derived from --model (its "
+    "metadata with this checkpoint's sha256), never pooled with --model's rows.",
 )
 @click.option("--fmax", type=float, default=None, help="Force criterion, eV/A (model default).")
-@click.option("--max-steps", type=int, default=None, help="Step limit (model default).")
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Step limit (model default; --kind single-point for none).",
+)
 @click.option(
     "--retry-failed", is_flag=True, help="Run again the materials whose calculation failed."
 )
@@ -183,7 +252,7 @@ def _log_result(target, result) -> None:
 @click.pass_context
 def relax(
     ctx, model, kind, force, dataset, chemsys, material_ids, max_sites, min_nelements, limit,
-    device, engine, max_atoms, threads, checkpoint, fmax,
+    device, engine, max_atoms, threads, checkpoint, as_name, fmax,
     max_steps, retry_failed, fmt, db_path, **cluster,
 ) -> None:
     """Single point on the DFT structure and relaxation (ASE FIRE + FrechetCellFilter) with
@@ -197,6 +266,11 @@ def relax(
     --shard-size: workers write one Parquet part per shard beside the database
     (DB.parts/MODEL/SETTINGS/), this process merges each part as it completes; parts left
     by an interrupted run are merged first.
+
+    A checkpoint's results are filed under the model's name only if it is the registered
+    one (the metadata's sha256, or the first one the database recorded for a model whose
+    weights you give); any other is refused unless --as NAME stores it as a model of its
+    own. Each row records its checkpoint's sha256.
     """
     from mliapdb import db
     from mliapdb.calculations import run_calculations, select_targets
@@ -222,7 +296,7 @@ def relax(
                 settings_overrides=overrides, retry_failed=retry_failed, progress=progress_bar,
                 on_result=None if stderr_is_terminal() else _log_result,
                 threads=threads or None, kind=kind.replace("-", "_"), force=force,
-                engine=engine, max_atoms=max_atoms, db_path=path,
+                engine=engine, max_atoms=max_atoms, db_path=path, as_name=as_name,
             )
         else:
             from mliapdb.distributed import run_distributed
@@ -234,7 +308,7 @@ def relax(
                 retry_failed=retry_failed, progress=progress_bar,
                 on_shard=None if stderr_is_terminal() else log_merged,
                 threads=threads or None, kind=kind.replace("-", "_"), force=force,
-                engine=engine, max_atoms=max_atoms,
+                engine=engine, max_atoms=max_atoms, as_name=as_name,
             )
         refresh_model_hulls(con)
     except KeyboardInterrupt:
@@ -248,15 +322,18 @@ def relax(
         status(f"{path}: merged {report.n_leftover_parts} Parquet part(s) left by an "
                "interrupted distributed run")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(report.status_counts.items())) or "none run"
+    stored = report.model if report.model == model else f"{report.model} (from {model})"
+    within = f" within {chemsys}" if chemsys else ""
     status(
-        f"{path}: {model} (settings {report.settings_hash}): {report.n_selected} selected, "
-        f"{report.n_skipped} already done, {counts} ({report.wall_time_s:.1f} s)"
+        f"{path}: {stored} (settings {report.settings_hash}): {report.n_selected} selected"
+        f"{within}, {report.n_skipped} already done, {counts} ({report.wall_time_s:.1f} s)"
     )
     c = report.status_counts
     emit(
         ["model", "settings", "selected", "already_done", "ok", "not_converged", "failed",
          "wall_s"],
-        [(model, report.settings_hash, report.n_selected, report.n_skipped, c.get("ok", 0),
-          c.get("not_converged", 0), c.get("failed", 0), round(report.wall_time_s, 1))],
+        [(report.model, report.settings_hash, report.n_selected, report.n_skipped,
+          c.get("ok", 0), c.get("not_converged", 0), c.get("failed", 0),
+          round(report.wall_time_s, 1))],
         fmt,
     )

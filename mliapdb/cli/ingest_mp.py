@@ -96,15 +96,12 @@ def mp(
         for mid, why in system.skipped:
             status(f"left out {mid} ({system.chemsys}): {why}")
     parsed = load_entries(fetch.sources)
-    con = db.connect(path, create=True)
-    try:
+    with db.opened(path, create=True) as con:  # a new file is removed again on failure
         report = ingest_parsed(
             con, parsed, dataset, symprecs, symmetry_method, progress_bar,
             extra_rows={"mp_api_fetches": fetch_rows(con, fetch, dataset)},
         )
         refresh_model_hulls(con)
-    finally:
-        con.close()
     for source, mid, reason in report.rejected:
         status(f"rejected by MP2020 compatibility: {source}: {mid}: {reason}")
     n_skipped = sum(len(s.skipped) for s in fetch.systems)

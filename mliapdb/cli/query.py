@@ -11,7 +11,8 @@ from mliapdb.queries import CONVENTIONS, GROUPINGS, HULL_COVERAGES
 
 def _run_query(ctx: click.Context, db_path: str | None, fmt: str, func, **kwargs):
     """Run ``func(con, **kwargs)`` on a read-only connection, print its description on stderr
-    and its rows in ``fmt`` on stdout; return the result."""
+    and its rows in ``fmt`` on stdout (an empty result: its hint on stderr too); return the
+    result."""
     from mliapdb import db
 
     con = db.connect(resolve_db(ctx, db_path), read_only=True)
@@ -21,6 +22,8 @@ def _run_query(ctx: click.Context, db_path: str | None, fmt: str, func, **kwargs
         con.close()
     status(result.description)
     emit(result.columns, result.rows, fmt)
+    if not result.rows and result.hint:
+        status(result.hint)
     return result
 
 
@@ -76,18 +79,20 @@ def by_option(default: str):
     "near_hull",
     type=float,
     default=None,
-    help="Only materials with DFT Ehull below this (eV/atom), e.g. 0.05.",
+    help="Only materials with DFT Ehull below this (eV/atom, above 0), e.g. 0.05.",
 )
 @click.option(
     "--bins",
     default=None,
-    help="Lower edges of the DOF bins for --by dof-bin, e.g. 1,2,4,8,16 (default: the "
-    "database's, 1,2,4,8,16,32).",
+    help="Lower edges of the DOF bins for --by dof-bin only, strictly increasing integers "
+    ">= 0, e.g. 1,2,4,8,16 (default: the database's, 1,2,4,8,16,32).",
 )
 @click.option("--dataset", default=None, help="Only this dataset.")
 @click.option("--settings", "settings_hash", default=None, help="Only this settings hash.")
 @click.option(
-    "--symprec", type=float, default=None, help="Symmetry tolerance (default: the database's)."
+    "--symprec", type=float, default=None,
+    help="Symmetry tolerance in Angstrom, 1e-5 to 1, of stored analyses (default: the "
+    "database's).",
 )
 @click.option(
     "--symmetry-method", type=click.Choice(["moyopy", "spglib"]), default=None,
@@ -103,17 +108,17 @@ def ehull_mae(
 ):
     """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
     of Ehull, per model and group."""
+    from mliapdb.queries import check_query_inputs, parse_bins
     from mliapdb.queries import ehull_mae as run
-    from mliapdb.queries import parse_bins
 
-    result = _run_query(
+    edges = parse_bins(bins) if bins is not None else None
+    check_query_inputs(by, edges, near_hull, symprec)  # before the database is opened
+    _run_query(
         ctx, db_path, fmt, run, by=by, model=model, dataset=dataset,
         settings_hash=settings_hash, symprec=symprec, symmetry_method=symmetry_method,
         kind=kind.replace("-", "_"), convention=convention, near_hull=near_hull,
-        bins=parse_bins(bins) if bins else None, hull_coverage=hull_coverage,
+        bins=edges, hull_coverage=hull_coverage,
     )
-    if not result.rows:
-        status("no usable calculations match - run 'mliapdb ingest relax --model MODEL' first")
 
 
 @query.command("near-hull")
@@ -121,7 +126,7 @@ def ehull_mae(
     "--threshold",
     type=float,
     default=None,
-    help="DFT Ehull below which a material is near the hull, eV/atom (default: the "
+    help="DFT Ehull below which a material is near the hull, eV/atom, above 0 (default: the "
     "database's, 0.05).",
 )
 @by_option("model")
@@ -134,8 +139,10 @@ def ehull_mae(
 @click.pass_context
 def near_hull(ctx, threshold, by, model, kind, convention, hull_coverage, fmt, db_path):
     """Ehull errors of the near-hull materials: are they underpredicted?"""
+    from mliapdb.queries import check_threshold
     from mliapdb.queries import near_hull as run
 
+    check_threshold(threshold, "--threshold")  # before the database is opened
     _run_query(ctx, db_path, fmt, run, threshold=threshold, by=by, model=model,
                kind=kind.replace("-", "_"), convention=convention,
                hull_coverage=hull_coverage)

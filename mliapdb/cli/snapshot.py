@@ -64,22 +64,14 @@ def publish(ctx, out_dir, name, fmt, db_path) -> None:
     and later), every table as Parquet, and a manifest with sha256 and size of each file,
     versions, row counts, models, settings and the MP data license.
 
-    Stale model hulls and stored error rows of the database are rebuilt first, so that the
-    snapshot serves them. Prints the files.
+    The database is only read (a read-only file publishes too); stale model hulls and
+    stored error rows are rebuilt in the copy, so that the snapshot serves them. Views that
+    are not mliapdb's are left out of the copy. Prints the files.
     """
-    from mliapdb import db
-    from mliapdb.cli.ingest import refresh_model_hulls
-    from mliapdb.remote import is_remote
     from mliapdb.snapshot import publish as run
 
     path = resolve_db(ctx, db_path)
-    if not is_remote(path):
-        con = db.connect(path)
-        try:
-            refresh_model_hulls(con)
-        finally:
-            con.close()
-    published = run(path, out_dir, name)
+    published = run(path, out_dir, name, on_status=status)
     m = published.manifest
     status(f"{published.manifest_path}: snapshot {m['name']}, schema version "
            f"{m['schema_version']}, {m['tables'].get('mp_materials', 0)} materials, "
@@ -94,8 +86,12 @@ def publish(ctx, out_dir, name, fmt, db_path) -> None:
 @INDEX
 @format_option
 def list_(indexes, fmt) -> None:
-    """The published snapshots of snapshots/index.json (and of each --index)."""
-    from mliapdb.download import DEFAULT_INDEX, load_indexes
+    """The published snapshots of snapshots/index.json (and of each --index).
+
+    Control characters in a description are printed as visible \\xNN escapes (in every
+    format); an entry whose name or URL holds one is refused.
+    """
+    from mliapdb.download import DEFAULT_INDEX, load_indexes, printable
 
     entries = load_indexes(indexes)
     if not entries:
@@ -103,7 +99,7 @@ def list_(indexes, fmt) -> None:
                + (f" or {', '.join(indexes)}" if indexes else "")
                + " - publish one with 'mliapdb snapshot publish' (see snapshots/README.md)")
     emit(["name", "size", "sha256", "description", "url"],
-         [(e.name, e.size, e.sha256, e.description, e.url) for e in entries], fmt)
+         [(e.name, e.size, e.sha256, printable(e.description), e.url) for e in entries], fmt)
 
 
 @snapshot.command("pull")
@@ -111,21 +107,33 @@ def list_(indexes, fmt) -> None:
 @click.option("--to", "to", type=click.Path(path_type=Path), default=None,
               help="File, or existing folder, to write to (default: the snapshot's file name in "
               "the working directory).")
+@click.option("--deadline", type=float, default=3600.0, show_default=True, metavar="SECONDS",
+              help="Give up when the whole download (resumes included) takes longer.")
+@click.option("--min-rate", type=float, default=1024.0, show_default=True, metavar="BYTES/S",
+              help="Give up when fewer bytes per second arrive, averaged over --rate-window "
+              "(0: no minimum).")
+@click.option("--rate-window", type=float, default=30.0, show_default=True, metavar="SECONDS",
+              help="Window of the --min-rate average; also the longest wait for one byte.")
 @INDEX
 @format_option
-def pull(source, to, indexes, fmt) -> None:
+def pull(source, to, deadline, min_rate, rate_window, indexes, fmt) -> None:
     """Download a snapshot by index name, URL or file path.
 
     Resumes an interrupted download (DEST.part), checks the sha256 from the index or from the
     manifest published beside the file before anything uses it, refuses a schema newer than
     this mliapdb reads, then renames it into place (with its manifest beside it).
+
+    Bounded: stops as soon as the server sends more bytes than the index or manifest says
+    (nothing kept), and gives up under --min-rate or past --deadline (a non-empty DEST.part is
+    kept: the same command resumes it).
     """
-    from mliapdb.download import destination, resolve
+    from mliapdb.download import TransferLimits, destination, resolve
     from mliapdb.download import pull as run
 
+    limits = TransferLimits(deadline_s=deadline, min_rate=min_rate, window_s=rate_window)
     src = resolve(source, indexes)
     dest = destination(src, to)
-    path = run(src, dest, progress=transfer_bar, on_status=status)
+    path = run(src, dest, progress=transfer_bar, on_status=status, limits=limits)
     status(f"{path}: {src.label} verified (sha256 {src.sha256}); query it with "
            f"'mliapdb --db {path} query ...'")
     emit(["path", "size", "sha256", "schema_version"],

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mliapdb.models.registry import ModelSpec, checked_checkpoint, provenance
+from mliapdb.models.registry import ModelSpec, checked_checkpoint, load_checkpoint, provenance
 
 BatchedFactory = Callable[[ModelSpec, str, Path], Any]
 """``factory(spec, device, checkpoint_path) -> torch_sim ModelInterface``."""
@@ -49,7 +49,7 @@ def make_batched_model(spec: ModelSpec, device: str = "cpu", checkpoint: str | N
     if not supported:
         raise ValueError(reason)
     path, sha = checked_checkpoint(spec, checkpoint)
-    model = _BATCHED[spec.family](spec, device, path)
+    model = load_checkpoint(_BATCHED[spec.family], spec, device, path)
     info = provenance(spec, device, path, sha)
     info["packages"].update(_torch_sim_version())
     model.mliapdb_info = {**info, "engine": "torch-sim"}

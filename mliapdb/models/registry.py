@@ -21,7 +21,9 @@ Where a model's checkpoint comes from (the ``checkpoint`` key of its metadata fi
       "m3gnet-mp-2021.2.8-pes" = "/data/matgl/M3GNet-MP-2021.2.8-PES"   # a folder
 
   A checkpoint from the checkpoints file is checked against a published sha256; one given
-  with ``--checkpoint`` is only recorded (it may be a fine-tuned or random model).
+  with ``--checkpoint`` is only hashed here. Which checkpoints a database accepts under a
+  model's name (the registered one; any other only as a model of its own, ``--as NAME``,
+  :func:`derive_spec`) is decided in :mod:`mliapdb.calculations` (``model_identity``).
 
 A checkpoint may be a folder (matgl saves models as ``model.json`` + ``model.pt`` + ...):
 its sha256 is that of the sorted list of (relative path, file sha256) of its files.
@@ -29,6 +31,7 @@ its sha256 is that of the sorted list of (relative path, file sha256) of its fil
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -162,6 +165,9 @@ class ModelSpec:
     """Where a user checkpoint is published (never downloaded by mliapdb)."""
     source: str = ""
     """Path of the metadata file this spec was read from."""
+    base_model: str = ""
+    """Name of the model this one is derived from (:func:`derive_spec`, ``--as NAME``);
+    ``""`` for a model of a metadata file."""
 
     @property
     def user_checkpoint(self) -> bool:
@@ -394,6 +400,36 @@ def checkpoint_sha256(spec: ModelSpec) -> str:
     return actual
 
 
+def derive_spec(base: ModelSpec, name: str, path: Path, sha: str) -> ModelSpec:
+    """The spec of model ``name``: ``base`` (family, version, options, training set,
+    functional, energy convention, relaxation defaults) with another checkpoint file ``path``
+    of sha256 ``sha`` (``mliapdb ingest relax --model BASE --checkpoint PATH --as NAME``).
+
+    ``name`` must be a valid model name that no metadata file uses. Loading the derived spec
+    checks that the file still has ``sha``. Raises :class:`ModelSpecError`."""
+    if not _NAME_RE.match(name):
+        raise ModelSpecError(
+            f"--as {name!r}: a model name is lower case letters, digits, '.', '_', '-' "
+            f"(e.g. {base.name}-custom)"
+        )
+    specs = load_model_specs()
+    if name in specs:
+        raise ModelSpecError(
+            f"--as {name}: {specs[name].source} already defines model {name} - pick a name "
+            f"of your own, e.g. {base.name}-custom"
+        )
+    return dataclasses.replace(
+        base,
+        name=name,
+        checkpoint=str(path),
+        checkpoint_sha256=sha,
+        checkpoint_file="",
+        checkpoint_url="",
+        base_model=base.name,
+        source=f"{base.source} (derived: --checkpoint {path} --as {name})",
+    )
+
+
 def missing_packages(spec: ModelSpec) -> list[str]:
     """Distributions of ``spec.package`` and ``spec.requires`` that are not installed
     (package metadata only, nothing is imported)."""
@@ -489,9 +525,32 @@ def make_calculator(
     if spec.family not in _FACTORIES:
         raise ModelSpecError(f"{spec.source}: no calculator factory for family {spec.family!r}")
     path, sha = checked_checkpoint(spec, checkpoint)
-    calc = _FACTORIES[spec.family](spec, device, path)
+    calc = load_checkpoint(_FACTORIES[spec.family], spec, device, path)
     calc.mliapdb_info = provenance(spec, device, path, sha)
     return calc
+
+
+def load_checkpoint(factory: Callable[[ModelSpec, str, Path], Any], spec: ModelSpec,
+                    device: str, path: Path) -> Any:
+    """``factory(spec, device, path)``, with a file the family cannot load (another
+    architecture, a random file) turned into a one-line :class:`CheckpointError` naming the
+    checkpoint and the model, and an import failure into a :class:`PackageMissingError`."""
+    try:
+        return factory(spec, device, path)
+    except ModelUnavailableError:
+        raise
+    except ImportError as exc:
+        raise PackageMissingError(
+            f"model {spec.name!r} cannot import {getattr(exc, 'name', None) or exc} - "
+            f"{spec.install_hint}"
+        ) from exc
+    except Exception as exc:  # whatever the model package raises on a foreign file
+        text = " ".join(str(exc).split())[:200] or "no message"
+        raise CheckpointError(
+            f"checkpoint {path} cannot be loaded as model {spec.name!r} ({spec.family}): "
+            f"{type(exc).__name__}: {text} - is it a {spec.family} checkpoint of the same "
+            "architecture?"
+        ) from exc
 
 
 def checked_checkpoint(spec: ModelSpec, checkpoint: str | None = None) -> tuple[Path, str]:
