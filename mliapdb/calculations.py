@@ -169,7 +169,7 @@ def model_identity(con: duckdb.DuckDBPyConnection, spec, checkpoint: str | None 
         check_packages,
         checkpoint_sha256,
         derive_spec,
-        file_sha256,
+        given_checkpoint_sha256,
         resolve_checkpoint,
     )
 
@@ -186,7 +186,7 @@ def model_identity(con: duckdb.DuckDBPyConnection, spec, checkpoint: str | None 
                 path, sha = resolve_checkpoint(spec), checkpoint_sha256(spec)
             else:
                 path = resolve_checkpoint(spec, checkpoint)
-                sha = file_sha256(path)
+                sha = given_checkpoint_sha256(spec, path)
         except CheckpointError:
             if unresolved_ok and as_name is None:
                 return ModelIdentity(spec, checkpoint, None)
@@ -289,6 +289,7 @@ def register_model(con: duckdb.DuckDBPyConnection, spec, calculator) -> None:
         citation=spec.citation,
         registered_at=now(),
         base_model=spec.base_model or None,
+        trained_with_u=spec.trained_with_u,
     ).model_dump()
     with transaction(con):
         insert_rows(con, "models", [row])

@@ -17,6 +17,9 @@ SYMPREC_RANGE = (1e-5, 1.0)
 DATA_ENV = "MLIAPDB_DATA"
 """Environment variable naming the folder with MP data (``mp/*.json.gz``, ``compositions/``)."""
 
+WEIGHTS_ENV = "MLIAPDB_WEIGHTS"
+"""Environment variable naming a folder of model checkpoints (``<family>/<checkpoint_file>``)."""
+
 MP_API_ENDPOINT = "https://api.materialsproject.org/"
 """Materials Project API address used by ``mliapdb ingest mp`` unless told otherwise."""
 
@@ -30,3 +33,13 @@ def shared_data_dir() -> Path:
     if env:
         return Path(env)
     return REPO_ROOT.parent / "shared" / "data"
+
+
+def shared_weights_dir() -> Path:
+    """Folder searched for user checkpoints as ``<family>/<checkpoint_file>`` (after
+    ``--checkpoint`` and the checkpoints file): ``$MLIAPDB_WEIGHTS`` or ``../shared/weights``
+    beside the repo. It may not exist."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env).expanduser()
+    return REPO_ROOT.parent / "shared" / "weights"

@@ -22,8 +22,125 @@ GROUPINGS: dict[str, tuple[str, str]] = {
     "crystal-system": ("crystal_system", "crystal_system"),
     "spacegroup": ("spacegroup_number", "spacegroup"),
     "nelements": ("nelements", "nelements"),
+    "hubbard": ("hubbard", "hubbard"),
     "model": ("", ""),
 }
+"""``hubbard``: GGA vs GGA+U of the material's DFT entry (:data:`mliapdb.fair.HUBBARD_SQL`);
+several ``--by`` combine (:func:`by_tuple`)."""
+
+
+def by_tuple(by) -> tuple[str, ...]:
+    """``--by`` value(s) as a tuple of groupings: ``model`` alone means per model only,
+    and is dropped next to other groupings (every query groups by model anyway)."""
+    bys = (by,) if isinstance(by, str) else tuple(dict.fromkeys(by or ("model",)))
+    for b in bys:
+        if b not in GROUPINGS:
+            raise MliapdbError(f"unknown grouping {b!r} - use one of {', '.join(GROUPINGS)}")
+    rest = tuple(b for b in bys if b != "model")
+    return rest or ("model",)
+
+
+def _fancy(bys: tuple[str, ...], common: bool, ci: float | None) -> bool:
+    """Whether a query needs the Python aggregation (:mod:`mliapdb.fair`)."""
+    return common or ci is not None or len(bys) > 1 or "hubbard" in bys
+
+
+def _group_columns(bys: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(order expression, label expression, output column) of each grouping but model."""
+    out = []
+    for b in bys:
+        if b == "model":
+            continue
+        if b == "dof-bin":
+            out.append(("dof_bin_order", "dof_bin", "dof_bin"))
+        else:
+            expr, label = GROUPINGS[b]
+            out.append((expr, expr, label))
+    return out
+
+
+def _fair_query(
+    con: duckdb.DuckDBPyConnection, source: str, where_sql: str, params: list,
+    series_cols: list[str], bys: tuple[str, ...], value_exprs: list[str], stat_cells,
+    ci_specs, common: bool, ci: float | None, seed: int,
+) -> tuple[list[str], list[tuple], int, int, int]:
+    """Fetch ``series_cols``, dataset, material_id, the group columns of ``bys`` and
+    ``value_exprs`` from ``source`` and aggregate with :func:`mliapdb.fair.aggregate`:
+    (group column names, rows (series..., labels..., cells...), materials in common,
+    materials in any series, number of series)."""
+    import numpy as np
+
+    from mliapdb.fair import aggregate_coded, with_hubbard
+
+    if "hubbard" in bys:
+        source = with_hubbard(source)
+    groups = _group_columns(bys)
+    series = ", ".join(series_cols)
+    order = ", ".join(f"{o} NULLS LAST, {lab} NULLS LAST" for o, lab, _ in groups)
+    g_code = f"dense_rank() OVER (ORDER BY {order}) - 1" if groups else "0"
+    labels = "".join(f", {lab} AS _l{i}" for i, (_, lab, _) in enumerate(groups))
+    values = ", ".join(f"{v} AS _v{i}" for i, v in enumerate(value_exprs))
+    sql = (f"SELECT dense_rank() OVER (ORDER BY {series}) - 1 AS _s, "
+           "dense_rank() OVER (ORDER BY dataset, material_id) - 1 AS _m, "
+           f"{g_code} AS _g, {series}{labels}, {values} FROM {source} WHERE {where_sql} "
+           "ORDER BY _s, _g, _m")
+    data = con.execute(sql, params).fetchnumpy()
+
+    def plain(col):
+        if isinstance(col, np.ma.MaskedArray):
+            col = col.astype(object).filled(None) if col.dtype.kind in "OUS" else \
+                col.astype(float).filled(np.nan)
+        return np.asarray(col)
+
+    cols = {k: plain(v) for k, v in data.items()}
+    out, n_common, n_any = aggregate_coded(
+        cols["_s"], cols["_m"], cols["_g"], [cols[f"_v{i}"] for i in range(len(value_exprs))],
+        stat_cells, ci_specs, ci, seed, common)
+    names = [*series_cols, *(f"_l{i}" for i in range(len(groups)))]
+
+    def value(name, i):
+        x = cols[name][i]
+        return x.item() if isinstance(x, np.generic) else x
+
+    result = [(*(value(n, first) for n in names), *cells) for _, _, first, cells in out]
+    n_series = len(np.unique(cols["_s"]))
+    return [name for _, _, name in groups], result, n_common, n_any, n_series
+
+
+_COMMON_EMPTY = ("no material is counted by every compared model (--common; {n_any} are "
+                 "counted by some) - leave out --common, or pick the models with --model")
+
+
+def _fair_columns(base: list[str], ci_names: list[str], ci: float | None,
+                  common: bool) -> list[str]:
+    cols = list(base)
+    if ci is not None:
+        for name in ci_names:
+            stem, unit = (name[:-4], "_meV") if name.endswith("_meV") else (name, "")
+            cols += [f"{stem}_lo{unit}", f"{stem}_hi{unit}"]
+    if common:
+        cols.append("coverage")
+    return cols
+
+
+def _fair_note(common: bool, ci: float | None, seed: int, n_common: int, n_any: int,
+               n_series: int) -> str:
+    from mliapdb.fair import N_BOOT
+
+    note = ""
+    if common:
+        note += (f"; --common: {n_common} of {n_any} materials are counted by every one of "
+                 f"the {n_series} compared series (coverage = common / any, per row)")
+    if ci is not None:
+        note += (f"; {ci:g} intervals (_lo/_hi): percentile bootstrap over the materials of "
+                 f"each row, {N_BOOT} resamples, seed {seed}")
+    return note
+
+
+def _mean(x, scale=1000.0, digits=2):
+    import numpy as np
+
+    return round(float(np.mean(x)) * scale, digits) if len(x) else None
 
 CONVENTIONS = ("dft-hull", "model-hull", "model-hull-dft-refs")
 """Hull conventions of ``ehull_errors`` (see schema/views/30_stats.sql)."""
@@ -84,14 +201,15 @@ def parse_bins(text: str) -> list[int]:
     return bins
 
 
-def check_bins(by: str, bins: list[int] | None) -> None:
+def check_bins(by, bins: list[int] | None) -> None:
     """``bins`` (DOF bin lower edges) apply to the ``dof-bin`` grouping only, and must be
     strictly increasing integers >= 0."""
     if bins is None:
         return
-    if by != "dof-bin":
-        raise MliapdbError(f"--bins applies to --by dof-bin only (got --by {by}) - add "
-                           "--by dof-bin or leave --bins out")
+    bys = (by,) if isinstance(by, str) else tuple(by)
+    if "dof-bin" not in bys:
+        raise MliapdbError(f"--bins applies to --by dof-bin only (got --by "
+                           f"{' --by '.join(bys)}) - add --by dof-bin or leave --bins out")
     if not _valid_bins(list(bins)):
         raise MliapdbError(f"bad --bins {','.join(map(str, bins))!r} - write increasing "
                            "integers like 1,2,4,8,16")
@@ -380,6 +498,9 @@ def ehull_mae(
     bins: list[int] | None = None,
     hull_coverage: str | None = None,
     near_hull_option: str = "--near-hull",
+    common: bool = False,
+    ci: float | None = None,
+    seed: int | None = None,
 ) -> QueryResult:
     """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
     of the model's Ehull per model and ``by`` group, over calculations of ``kind`` under hull
@@ -393,13 +514,18 @@ def ehull_mae(
         raise MliapdbError(
             f"unknown calculation kind {kind!r} - use one of {', '.join(CALC_KINDS)}"
         )
-    if by not in GROUPINGS:
-        raise MliapdbError(f"unknown grouping {by!r} - use one of {', '.join(GROUPINGS)}")
+    from mliapdb.fair import DEFAULT_SEED, check_level
+
+    bys = by_tuple(by)
+    check_level(ci)
+    seed = DEFAULT_SEED if seed is None else seed
+    fancy = _fancy(bys, common, ci)
+    by = bys[0]
     if convention not in CONVENTIONS:
         raise MliapdbError(
             f"unknown convention {convention!r} - use one of {', '.join(CONVENTIONS)}"
         )
-    check_query_inputs(by, bins, near_hull, symprec, near_hull_option)
+    check_query_inputs(bys, bins, near_hull, symprec, near_hull_option)
     symmetry_given = symprec is not None or symmetry_method is not None
     d_symprec, d_method = default_symmetry(con)
     symprec = d_symprec if symprec is None else symprec
@@ -462,7 +588,7 @@ def ehull_mae(
     fresh = freshness(con)  # one fingerprint pass: the stored rows that may be served
     expr, label = GROUPINGS[by]
     source, order_by, group_by = stored_rows_sql(fresh.fresh_build_ids), label, "model, " + label
-    if by == "dof-bin":
+    if "dof-bin" in bys:
         bin_label, bin_order = _dof_bin_sql(bins)
         source = (f"(SELECT * REPLACE ({bin_label} AS dof_bin, {bin_order} AS dof_bin_order) "
                   f"FROM {source})")
@@ -470,6 +596,25 @@ def ehull_mae(
     group_select = f"{expr} AS {label}, " if label else ""
     if not label:
         group_by = "model"
+    note, n_any = "", 0
+    if fancy:
+        import numpy as np
+
+        def cells(v):
+            e = v[0]
+            return [len(e), _mean(np.abs(e)), round(float(np.sqrt(np.mean(e * e))) * 1000, 2),
+                    _mean(e), round(float(np.median(e)) * 1000, 2), _mean(e < 0, 1.0, 3)]
+
+        specs = [(lambda v: np.abs(v[0]), 1000.0, 2), (lambda v: v[0], 1000.0, 2),
+                 (lambda v: v[0] < 0, 1.0, 3)]
+        names, rows, n_common, n_any, n_series = _fair_query(
+            con, source, where_sql, params, ["model"], bys, ["e_above_hull_error"], cells,
+            specs, common, ci, seed)
+        columns = _fair_columns(
+            ["model", *names, "n", "mae_meV", "rmse_meV", "mean_signed_error_meV",
+             "median_signed_error_meV", "frac_underpredicted"],
+            ["mae_meV", "mean_signed_error_meV", "frac_underpredicted"], ci, common)
+        note = _fair_note(common, ci, seed, n_common, n_any, n_series)
     sql = f"""
         SELECT model, {group_select}
             count(*) AS n,
@@ -484,9 +629,10 @@ def ehull_mae(
         GROUP BY {group_by}
         ORDER BY model{", " + order_by if label else ""}
     """
-    cur = con.execute(sql, params)
-    columns = [d[0] for d in cur.description]
-    rows = cur.fetchall()
+    if not fancy:
+        cur = con.execute(sql, params)
+        columns = [d[0] for d in cur.description]
+        rows = cur.fetchall()
     what = {
         "single_point": "single points on the DFT structures",
         "relax": "converged relaxations",
@@ -506,13 +652,18 @@ def ehull_mae(
            if near_hull is not None else "")
         + f"; symmetry at symprec {symprec:g} A ({symmetry_method}); "
         "frac_underpredicted = share of materials with model Ehull < DFT Ehull"
-        + (f"; DOF bins from {','.join(map(str, bins))}" if by == "dof-bin" else "")
+        + (f"; DOF bins from {','.join(map(str, bins))}" if "dof-bin" in bys else "")
+        + ("; hubbard: GGA or GGA+U DFT entry (dft_entries.is_hubbard)" if "hubbard" in bys
+           else "")
+        + note
         + _stale_note(con, convention, len(fresh.stale))
     )
-    hint = "" if rows else (explain_empty(
-        con, kind, convention, model, dataset, settings_hash, symprec, symmetry_method,
-        hull_coverage, near_hull, near_hull_option, fresh=fresh,
-    ) or "no usable results match these filters - see 'mliapdb query calculations'")
+    hint = "" if rows else (
+        (_COMMON_EMPTY.format(n_any=n_any) if fancy and common and n_any else None)
+        or explain_empty(
+            con, kind, convention, model, dataset, settings_hash, symprec, symmetry_method,
+            hull_coverage, near_hull, near_hull_option, fresh=fresh,
+        ) or "no usable results match these filters - see 'mliapdb query calculations'")
     return QueryResult(columns, rows, description, hint)
 
 
@@ -542,9 +693,24 @@ def _stale_note(
         n_stale_rows = len(freshness(con).stale)
     if n_stale_rows:
         notes.append(f"{n_stale_rows} result set(s) changed since their error rows were stored")
+    no_u = _no_u_note(con)
     if not notes:
+        return no_u
+    return (f"; {' and '.join(notes)}, their rows are left out - run 'mliapdb ingest hulls'"
+            + no_u)
+
+
+def _no_u_note(con: duckdb.DuckDBPyConnection) -> str:
+    """The models trained without +U (``models.trained_with_u`` false) that have results: the
+    views compare them only with DFT entries computed without U (``""`` if there are none)."""
+    names = [row[0] for row in con.execute(
+        "SELECT name FROM models WHERE trained_with_u IS FALSE AND name IN "
+        "(SELECT DISTINCT model FROM calculations) ORDER BY name"
+    ).fetchall()]
+    if not names:
         return ""
-    return f"; {' and '.join(notes)}, their rows are left out - run 'mliapdb ingest hulls'"
+    return (f"; {', '.join(names)} trained without +U: compared on GGA entries only (GGA+U "
+            "entries left out)")
 
 
 def _view_query(
@@ -574,17 +740,73 @@ _NO_MATCH = "no usable results match these filters - see 'mliapdb query calculat
 
 def _with_hint(con: duckdb.DuckDBPyConnection, result: QueryResult, **kwargs) -> QueryResult:
     """``result``, with the :func:`explain_empty` hint for ``kwargs`` when it has no rows."""
-    if result.rows:
+    if result.rows or result.hint:
         return result
     return replace(result, hint=explain_empty(con, **kwargs) or _NO_MATCH)
 
 
+def _view_fair(
+    con: duckdb.DuckDBPyConnection, source: str, filters: dict[str, object], extra: str,
+    series_cols: list[str], series_out: int, by, value_exprs: list[str], stat_cells,
+    base_columns: list[str], ci_specs, ci_names: list[str], common: bool,
+    ci: float | None, seed: int | None, description: str,
+) -> QueryResult:
+    """A per-model view query computed by :func:`_fair_query` over the rows of ``source``
+    (``filters``: column -> value, None = no filter; ``extra``: a fixed SQL condition);
+    ``series_out``: how many of ``series_cols`` are output columns."""
+    from mliapdb.fair import DEFAULT_SEED, check_level
+
+    check_level(ci)
+    seed = DEFAULT_SEED if seed is None else seed
+    bys = by_tuple(by)
+    where, params = [extra], []
+    for column, value in filters.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    names, rows, n_common, n_any, n_series = _fair_query(
+        con, source, " AND ".join(where), params, series_cols, bys, value_exprs, stat_cells,
+        ci_specs if ci is not None else (), common, ci, seed)
+    drop = len(series_cols) - series_out
+    rows = [r[:series_out] + r[series_out + drop:] for r in rows] if drop else rows
+    columns = _fair_columns([*base_columns[:series_out], *names, *base_columns[series_out:]],
+                            ci_names, ci, common)
+    note = ("; hubbard: GGA or GGA+U DFT entry (dft_entries.is_hubbard)" if "hubbard" in bys
+            else "")
+    hint = _COMMON_EMPTY.format(n_any=n_any) if common and n_any and not rows else ""
+    return QueryResult(columns, rows, description + note
+                       + _fair_note(common, ci, seed, n_common, n_any, n_series), hint)
+
+
 def energy_error(
     con: duckdb.DuckDBPyConnection, model: str | None = None, kind: str = "relax",
-    convention: str = "dft-hull",
+    convention: str = "dft-hull", by="model", common: bool = False,
+    ci: float | None = None, seed: int | None = None,
 ) -> QueryResult:
     """MAE, mean signed error (meV/atom) and fraction underpredicted of the total and the
-    formation energy per model."""
+    formation energy per model (and ``by`` group; ``common``, ``ci``, ``seed``: see
+    :mod:`mliapdb.fair`)."""
+    if _fancy(by_tuple(by), common, ci):
+        import numpy as np
+
+        def cells(v):
+            e, f = v
+            return [len(e), _mean(np.abs(e)), _mean(e), _mean(e < 0, 1.0, 3),
+                    _mean(np.abs(f)), _mean(f), _mean(f < 0, 1.0, 3)]
+
+        specs = [(lambda v: np.abs(v[0]), 1000.0, 2), (lambda v: v[0], 1000.0, 2),
+                 (lambda v: v[0] < 0, 1.0, 3), (lambda v: np.abs(v[1]), 1000.0, 2),
+                 (lambda v: v[1], 1000.0, 2), (lambda v: v[1] < 0, 1.0, 3)]
+        names = ["e_mae_meV", "e_mean_signed_error_meV", "e_frac_underpredicted",
+                 "e_form_mae_meV", "e_form_mean_signed_error_meV",
+                 "e_form_frac_underpredicted"]
+        return _with_hint(con, _view_fair(
+            con, "ehull_errors", {"model": model, "calc_kind": kind, "convention": convention},
+            "hull_counted", ["model", "settings_hash"], 1, by, ["e_error", "e_form_error"],
+            cells, ["model", "n", *names], specs, names, common, ci, seed,
+            f"total and formation energy error = model - DFT (meV/atom), MP2020-corrected, "
+            f"{kind}, {convention} formation energies" + _stale_note(con, convention),
+        ), kind=kind, convention=convention, model=model, coverage_option=False)
     return _with_hint(con, _view_query(
         con, "energy_error_stats",
         [("model", "model"), ("n", "n"),
@@ -600,12 +822,43 @@ def energy_error(
     ), kind=kind, convention=convention, model=model, coverage_option=False)
 
 
+def _classification_cells(v):
+    import numpy as np
+
+    model_stable, dft_stable = (np.asarray(x, dtype=bool) for x in v)
+    n = len(model_stable)
+    tp = int(np.sum(model_stable & dft_stable))
+    fp = int(np.sum(model_stable & ~dft_stable))
+    tn = int(np.sum(~model_stable & ~dft_stable))
+    fn = int(np.sum(~model_stable & dft_stable))
+
+    def ratio(a, b, digits=3):
+        return round(a / b, digits) if b else None
+
+    precision = tp / (tp + fp) if tp + fp else None
+    prevalence = (tp + fn) / n if n else None
+    daf = (round(precision / prevalence, 2) if precision is not None and prevalence
+           else None)
+    return [n, tp, fp, tn, fn, ratio(tp, tp + fp), ratio(tp, tp + fn),
+            ratio(2 * tp, 2 * tp + fp + fn), ratio(tp + tn, n), ratio(tp + fn, n), daf]
+
+
 def stability(
     con: duckdb.DuckDBPyConnection, model: str | None = None, kind: str = "relax",
-    convention: str = "dft-hull",
+    convention: str = "dft-hull", by="model", common: bool = False,
 ) -> QueryResult:
-    """Stability classification per model at 0 eV/atom: TP/FP/TN/FN, precision, recall, F1,
-    accuracy, DAF."""
+    """Stability classification per model (and ``by`` group) at 0 eV/atom: TP/FP/TN/FN,
+    precision, recall, F1, accuracy, DAF (``common``: see :mod:`mliapdb.fair`)."""
+    if _fancy(by_tuple(by), common, None):
+        return _with_hint(con, _view_fair(
+            con, "ehull_errors", {"model": model, "calc_kind": kind, "convention": convention},
+            "hull_counted", ["model", "settings_hash"], 1, by,
+            ["model_stable", "dft_stable"], _classification_cells,
+            ["model", "n", "tp", "fp", "tn", "fn", "precision", "recall", "f1", "accuracy",
+             "prevalence", "daf"], (), [], common, None, None,
+            f"stable = Ehull <= 0 eV/atom (DFT: truth, model: prediction), {kind}, "
+            f"{convention}; DAF = precision / prevalence" + _stale_note(con, convention),
+        ), kind=kind, convention=convention, model=model, coverage_option=False)
     return _with_hint(con, _view_query(
         con, "stability_classification",
         [("model", "model"), ("n", "n"), ("tp", "tp"), ("fp", "fp"), ("tn", "tn"),
@@ -618,9 +871,44 @@ def stability(
     ), kind=kind, convention=convention, model=model, coverage_option=False)
 
 
+_RELAX_PAIRS = """(SELECT rx.* EXCLUDE (e_above_hull_error), sp.settings_hash AS sp_settings_hash,
+    sp.e_above_hull_error AS sp_error, rx.e_above_hull_error AS rx_error,
+    rx.model_e_per_atom - sp.model_e_per_atom AS relaxation_energy,
+    CASE WHEN rx.symmetry_change = 'kept' THEN 1.0 ELSE 0.0 END AS symmetry_kept
+    FROM ehull_errors AS rx JOIN ehull_errors AS sp
+    ON sp.dataset = rx.dataset AND sp.material_id = rx.material_id AND sp.model = rx.model
+    AND sp.convention = rx.convention AND sp.calc_kind = 'single_point' AND sp.hull_counted
+    WHERE rx.calc_kind <> 'single_point' AND rx.hull_counted)"""
+"""Counted rows of a relaxation paired with the same material's counted single point."""
+
+
+def _relax_effect_fair(con, model, kind, convention, by, common, ci, seed, description):
+    import numpy as np
+
+    def cells(v):
+        sp, rx, er, kept = v
+        return [len(sp), _mean(np.abs(sp)), _mean(np.abs(rx)), _mean(sp), _mean(rx),
+                _mean(sp < 0, 1.0, 3), _mean(rx < 0, 1.0, 3), _mean(er),
+                round(float(np.median(er)) * 1000, 2), _mean(kept, 1.0, 3)]
+
+    specs = [(lambda v: np.abs(v[0]), 1000.0, 2), (lambda v: np.abs(v[1]), 1000.0, 2),
+             (lambda v: v[0], 1000.0, 2), (lambda v: v[1], 1000.0, 2),
+             (lambda v: v[0] < 0, 1.0, 3), (lambda v: v[1] < 0, 1.0, 3)]
+    names = ["sp_mae_meV", "relaxed_mae_meV", "sp_mean_signed_error_meV",
+             "relaxed_mean_signed_error_meV", "sp_frac_underpredicted",
+             "relaxed_frac_underpredicted"]
+    return _view_fair(
+        con, _RELAX_PAIRS, {"model": model, "calc_kind": kind, "convention": convention},
+        "TRUE", ["model", "settings_hash", "sp_settings_hash"], 1, by,
+        ["sp_error", "rx_error", "relaxation_energy", "symmetry_kept"], cells,
+        ["model", "n", *names, "mean_relaxation_energy_meV", "median_relaxation_energy_meV",
+         "frac_symmetry_kept"], specs, names, common, ci, seed, description)
+
+
 def relaxation_effect(
     con: duckdb.DuckDBPyConnection, model: str | None = None, kind: str = "relax",
-    convention: str = "dft-hull", by: str = "model",
+    convention: str = "dft-hull", by="model", common: bool = False,
+    ci: float | None = None, seed: int | None = None,
 ) -> QueryResult:
     """The same materials after a single point on the DFT structure and after a relaxation of
     ``kind``: Ehull MAE, mean signed error and fraction underpredicted of both, and the
@@ -629,8 +917,9 @@ def relaxation_effect(
     if kind == "single_point":
         raise MliapdbError("--kind must be a relaxation (relax or relax-fixsym): the effect "
                            "of relaxing is measured against the single points")
-    if by not in ("model", "dof-bin"):
-        raise MliapdbError(f"unknown grouping {by!r} - use one of model, dof-bin")
+    bys = by_tuple(by)
+    fancy = _fancy(bys, common, ci) or len(bys) > 1 or bys[0] not in ("model", "dof-bin")
+    by = bys[0]
     columns = [("model", "model")]
     if by == "dof-bin":
         columns.append(("group_value", "dof_bin"))
@@ -646,16 +935,21 @@ def relaxation_effect(
         ("round(median_relaxation_energy * 1000, 2)", "median_relaxation_energy_meV"),
         ("round(frac_symmetry_kept, 3)", "frac_symmetry_kept"),
     ]
-    result = _view_query(
-        con, "relaxation_effect_stats", columns,
-        {"model": model, "calc_kind": kind, "convention": convention,
-         "grouping": "dof_bin" if by == "dof-bin" else "all"},
-        "model, group_order",
+    description = (
         f"Ehull error = model - DFT (meV/atom), {convention}, the same materials after a single "
         f"point on the DFT structure (sp) and after {kind}; relaxation energy = relaxed - "
-        "single-point model energy" + _stale_note(con, convention),
-    )
-    if result.rows:
+        "single-point model energy" + _stale_note(con, convention))
+    if fancy:
+        result = _relax_effect_fair(con, model, kind, convention, bys, common, ci, seed,
+                                    description)
+    else:
+        result = _view_query(
+            con, "relaxation_effect_stats", columns,
+            {"model": model, "calc_kind": kind, "convention": convention,
+             "grouping": "dof_bin" if by == "dof-bin" else "all"},
+            "model, group_order", description,
+        )
+    if result.rows or result.hint:
         return result
     args = {"convention": convention, "model": model, "coverage_option": False}
     hint = (explain_empty(con, kind, **args) or explain_empty(con, "single_point", **args)
@@ -666,18 +960,39 @@ def relaxation_effect(
     return replace(result, hint=hint)
 
 
-def symmetry(con: duckdb.DuckDBPyConnection, model: str | None = None) -> QueryResult:
-    """Space group kept / lowered / raised / changed after relaxation, per model and kind."""
-    result = _view_query(
-        con, "symmetry_changes",
-        [("model", "model"), ("calc_kind", "kind"), ("n", "n"), ("kept", "kept"),
-         ("lowered", "lowered"), ("raised", "raised"), ("changed", "changed"),
-         ("round(frac_kept, 3)", "frac_kept"), ("round(mean_rmsd, 4)", "mean_rmsd_A")],
-        {"model": model}, "model, kind",
+def _symmetry_cells(v):
+    import numpy as np
+
+    change, rmsd = v
+    counts = [int(np.sum(change == c)) for c in ("kept", "lowered", "raised", "changed")]
+    return [len(change), *counts, round(counts[0] / len(change), 3),
+            round(float(np.nanmean(rmsd)), 4) if np.isfinite(rmsd).any() else None]
+
+
+def symmetry(con: duckdb.DuckDBPyConnection, model: str | None = None, by="model",
+             common: bool = False) -> QueryResult:
+    """Space group kept / lowered / raised / changed after relaxation, per model and kind
+    (and ``by`` group; ``common``: materials every model x kind shown has)."""
+    description = (
         "space group before (DFT structure) and after relaxation, moyopy at 0.1 A; lowered / "
-        "raised = point group of lower / higher order; rmsd in internal coordinates (A)",
-    )
-    if result.rows:
+        "raised = point group of lower / higher order; rmsd in internal coordinates (A)")
+    if _fancy(by_tuple(by), common, None):
+        result = _view_fair(
+            con, "ehull_errors", {"model": model},
+            "convention = 'dft-hull' AND calc_kind <> 'single_point' AND symmetry_change IS "
+            "NOT NULL", ["model", "calc_kind", "settings_hash"], 2, by,
+            ["symmetry_change", "coalesce(rmsd, 'NaN'::DOUBLE)"], _symmetry_cells,
+            ["model", "kind", "n", "kept", "lowered", "raised", "changed", "frac_kept",
+             "mean_rmsd_A"], (), [], common, None, None, description)
+    else:
+        result = _view_query(
+            con, "symmetry_changes",
+            [("model", "model"), ("calc_kind", "kind"), ("n", "n"), ("kept", "kept"),
+             ("lowered", "lowered"), ("raised", "raised"), ("changed", "changed"),
+             ("round(frac_kept, 3)", "frac_kept"), ("round(mean_rmsd, 4)", "mean_rmsd_A")],
+            {"model": model}, "model, kind", description,
+        )
+    if result.rows or result.hint:
         return result
     from mliapdb.error_rows import freshness
 

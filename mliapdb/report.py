@@ -324,14 +324,16 @@ def _load_convention(
     where, params = _series_filter(series)
     params = [calc_kind, convention, *params]
     cond = f"calc_kind = ? AND convention = ? AND {where}"
+    from mliapdb.fair import with_hubbard
 
     def get(view: str) -> dict[Series, list[dict]]:
         return _by_series(_fetch(con, f"SELECT * FROM {view} WHERE {cond}", params), series)
 
     errors = _fetch(
         con,
-        "SELECT model, settings_hash, dof, dof_bin, dof_bin_order, near_hull, "
-        "dft_e_above_hull, model_e_above_hull, e_above_hull_error FROM ehull_errors "
+        "SELECT model, settings_hash, dataset, material_id, dof, dof_bin, dof_bin_order, "
+        "near_hull, dft_e_above_hull, model_e_above_hull, e_above_hull_error, hubbard "
+        f"FROM {with_hubbard('ehull_errors')} "
         f"WHERE hull_counted AND {cond} ORDER BY dataset, material_id",
         params,
     )
@@ -360,25 +362,70 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def claims(data: ConventionData, series: Series) -> list[str]:
+CI_LEVEL = 0.95
+"""Confidence level of the claims' and the common tables' intervals."""
+
+
+def _interval(values: Sequence[float], columns) -> list[tuple[float, float]]:
+    """95 % percentile-bootstrap intervals (:func:`mliapdb.fair.bootstrap_means`, default
+    seed) of the means of ``columns`` (functions of the errors array)."""
+    import numpy as np
+
+    from mliapdb.fair import DEFAULT_SEED, bootstrap_means
+
+    e = np.asarray(values, dtype=float)
+    bounds = bootstrap_means(np.column_stack([f(e) for f in columns]), CI_LEVEL, DEFAULT_SEED)
+    return [(float(lo), float(hi)) for lo, hi in bounds]
+
+
+def _ci(lo: float, hi: float, mev: bool = True) -> str:
+    f = _mev if mev else _frac
+    return f"[{f(lo)}, {f(hi)}]"
+
+
+def _verdict(n: int, yes: bool, no: bool, n_min: int) -> str:
+    """yes / no from an interval that excludes the other side, else inconclusive; fewer than
+    ``n_min`` materials: inconclusive."""
+    if n < n_min:
+        return f"inconclusive (n = {n} < {n_min})"
+    return "yes" if yes else "no" if no else "inconclusive"
+
+
+def _under_claim(errors: Sequence[float], n_min: int) -> str:
+    """Underpredicted: mean signed error < 0 and fraction underpredicted > 0.5, both
+    intervals on that side (yes) or one on the other (no)."""
+    import numpy as np
+
+    e = np.asarray(errors, dtype=float)
+    (m_lo, m_hi), (f_lo, f_hi) = _interval(e, [lambda x: x, lambda x: x < 0])
+    verdict = _verdict(len(e), m_hi < 0 and f_lo > 0.5, m_lo >= 0 or f_hi <= 0.5, n_min)
+    return (f"{verdict} (mean signed error {_mev(float(e.mean()))} meV/atom "
+            f"{_ci(m_lo, m_hi)}, fraction underpredicted {_frac(float(np.mean(e < 0)))} "
+            f"{_ci(f_lo, f_hi, False)}, n = {len(e)})")
+
+
+def claims(data: ConventionData, series: Series, n_min: int | None = None) -> list[str]:
     """The study's four claims (see :data:`CLAIMS_TEXT`) for one model and convention, as
-    computed statements with their numbers (meV/atom)."""
+    computed statements with their numbers (meV/atom) and 95 % bootstrap intervals: yes or
+    no only where the interval excludes the other side and n >= ``n_min`` (default
+    :data:`mliapdb.fair.N_MIN`), else inconclusive."""
+    import numpy as np
+
+    from mliapdb.fair import N_MIN
+
+    n_min = N_MIN if n_min is None else n_min
     overall = data.grouped("all", series, "all")
-    if not overall:
+    rows = data.errors[series]
+    if not overall or not rows:
         return [f"{series.label}, {data.convention}: no complete results"]
     a = overall[0]
-
-    def under(r: dict) -> str:
-        holds = r["mean_signed_error"] < 0 and r["frac_underpredicted"] > 0.5
-        return (
-            f"{_yes(holds)} (mean signed error {_mev(r['mean_signed_error'])} meV/atom, "
-            f"fraction underpredicted {_frac(r['frac_underpredicted'])}, n = {r['n']})"
-        )
-
+    errors = [r["e_above_hull_error"] for r in rows]
+    ((mae_lo, mae_hi),) = _interval(errors, [np.abs])
     out = [
-        f"(a) Ehull systematically underpredicted: {under(a)}",
-        f"(b) MAE > {MAE_CLAIM_MEV:g} meV/atom: {_yes(1000 * a['mae'] > MAE_CLAIM_MEV)} "
-        f"(MAE {_mev(a['mae'])} meV/atom, n = {a['n']})",
+        f"(a) Ehull systematically underpredicted: {_under_claim(errors, n_min)}",
+        f"(b) MAE > {MAE_CLAIM_MEV:g} meV/atom: "
+        f"{_verdict(a['n'], 1000 * mae_lo > MAE_CLAIM_MEV, 1000 * mae_hi < MAE_CLAIM_MEV, n_min)}"
+        f" (MAE {_mev(a['mae'])} meV/atom {_ci(mae_lo, mae_hi)}, n = {a['n']})",
     ]
     by_dof = data.grouped("all", series, "dof")
     high, n_high = _pooled_mae([r for r in by_dof if r["group_order"] > HIGH_DOF])
@@ -391,15 +438,69 @@ def claims(data: ConventionData, series: Series) -> list[str]:
         missing = f"DOF > {HIGH_DOF}" if high is None else f"DOF <= {HIGH_DOF}"
         out.append(f"{head} not determined (no materials with {missing})")
     else:
-        holds = 1000 * high > HIGH_DOF_MAE_CLAIM_MEV and high > low
+        ((h_lo, h_hi),) = _interval([r["e_above_hull_error"] for r in rows
+                                     if r["dof"] > HIGH_DOF], [np.abs])
+        ((l_lo, l_hi),) = _interval([r["e_above_hull_error"] for r in rows
+                                     if r["dof"] <= HIGH_DOF], [np.abs])
+        limit = HIGH_DOF_MAE_CLAIM_MEV / 1000
+        verdict = _verdict(min(n_high, n_low), h_lo > limit and h_lo > l_hi,
+                           h_hi < limit or h_hi < l_lo, n_min)
         out.append(
-            f"{head} {_yes(holds)} (MAE {_mev(high)} meV/atom at DOF > {HIGH_DOF}, "
-            f"n = {n_high}; {_mev(low)} meV/atom at DOF <= {HIGH_DOF}, n = {n_low})"
+            f"{head} {verdict} (MAE {_mev(high)} meV/atom at DOF > {HIGH_DOF}, "
+            f"n = {n_high}; {_mev(low)} meV/atom at DOF <= {HIGH_DOF}, n = {n_low}; "
+            f"intervals {_ci(h_lo, h_hi)} and {_ci(l_lo, l_hi)})"
         )
-    near = data.grouped("near", series, "all")
+    near = [r["e_above_hull_error"] for r in rows if r["near_hull"]]
     head = "(d) near-hull materials underpredicted:"
-    out.append(f"{head} {under(near[0])}" if near else f"{head} not determined (none)")
+    out.append(f"{head} {_under_claim(near, n_min)}" if near
+               else f"{head} not determined (none)")
     return [f"{series.label}, {data.convention}: {c}" for c in out]
+
+
+def _common_tables(data: ConventionData, series: Sequence[Series]) -> list[Table]:
+    """Ehull error by model (and by model and GGA / GGA+U) over the materials every shown
+    model counts, with 95 % bootstrap intervals and coverage (common / any)."""
+    import numpy as np
+
+    from mliapdb.fair import DEFAULT_SEED, aggregate
+
+    if len(series) < 2:
+        return []
+    index = {s: i for i, s in enumerate(series)}
+    specs = [(lambda v: np.abs(v[0]), 1000.0, 2), (lambda v: v[0], 1000.0, 2),
+             (lambda v: v[0] < 0, 1.0, 3)]
+
+    def cells(v):
+        e = v[0]
+        return [len(e), float(np.mean(np.abs(e))), float(np.mean(e)), float(np.mean(e < 0))]
+
+    tables = []
+    for title, group in (("Ehull error by model, common materials", lambda r: ()),
+                         ("Ehull error by model and GGA / GGA+U, common materials",
+                          lambda r: (r["hubbard"], r["hubbard"]))):
+        rows = [(index[s], r["dataset"], r["material_id"], *group(r), r["e_above_hull_error"])
+                for s in series for r in data.errors[s]]
+        out, n_common, n_any = aggregate(rows, 1, len(group({"hubbard": ""})), cells, specs,
+                                         CI_LEVEL, DEFAULT_SEED, True)
+        body = []
+        for (i,), g, c in sorted(out, key=lambda t: (t[1], t[0])):
+            n, mae, mse, fu, mae_lo, mae_hi, mse_lo, mse_hi, fu_lo, fu_hi, coverage = c
+            body.append([*([g[1]] if g else []), series[i].label, str(n), coverage,
+                         _mev(mae), f"[{mae_lo:.1f}, {mae_hi:.1f}]", _mev(mse),
+                         f"[{mse_lo:.1f}, {mse_hi:.1f}]", _frac(fu),
+                         f"[{fu_lo:.3f}, {fu_hi:.3f}]"])
+        head = [("GGA / GGA+U", False)] if title.endswith("GGA+U, common materials") else []
+        tables.append(_table(
+            title, [*head, ("model", False), ("n", True), ("common / any", False),
+                    ("MAE (meV/atom)", True), ("95 % CI", False),
+                    ("mean signed error (meV/atom)", True), ("95 % CI", False),
+                    ("frac underpredicted", True), ("95 % CI", False)],
+            body,
+            f"Only the {n_common} of {n_any} materials that every model shown counts; "
+            "intervals: percentile bootstrap over materials (1000 resamples, seed "
+            f"{DEFAULT_SEED}).",
+        ))
+    return tables
 
 
 # --- tables ---------------------------------------------------------------------------------
@@ -480,6 +581,7 @@ def _convention_tables(
     )
     return [
         overall,
+        *_common_tables(data, series),
         _grouped_table(data, series, "all", "dof_bin", "Ehull error by DOF bin", "DOF bin"),
         _grouped_table(
             data, series, "all", "crystal_system", "Ehull error by crystal system",
@@ -778,6 +880,7 @@ def build_report(
     database at ``db_path`` (opened read-only). ``kind``: relax | relax-fixsym | single-point;
     ``conventions``: default every one with results; ``log``: a callable for status lines."""
     from mliapdb import db
+    from mliapdb.fair import N_MIN
 
     if kind not in KINDS:
         raise MliapdbError(f"unknown kind {kind!r} - use one of {', '.join(KINDS)}")
@@ -872,7 +975,11 @@ def build_report(
             "means mean signed Ehull error (model - DFT) < 0 and fraction of materials with "
             "model Ehull < DFT Ehull > 0.5; (d) applies it to the near-hull materials "
             f"(DFT Ehull < {near_hull_mev:g} meV/atom). The MAE at DOF > {HIGH_DOF} and "
-            f"DOF <= {HIGH_DOF} pools the per-DOF rows of ehull_error_stats."
+            f"DOF <= {HIGH_DOF} pools the per-DOF rows of ehull_error_stats. Intervals: "
+            "95 % percentile bootstrap over materials (docs/conventions.md); a claim reads "
+            "yes or no only when the interval lies on one side (for (c): both bounds, and "
+            "the high-DOF interval above or below the low-DOF one) and at least "
+            f"{N_MIN} materials count, else inconclusive."
         ],
     )
     for data in per_convention:

@@ -137,6 +137,7 @@ class ModelRow(SQLModel, table=True):
     citation: str | None = None
     registered_at: datetime
     base_model: str | None = None  # the model a derived model (--as) came from
+    trained_with_u: bool | None = None  # False: trained without +U (compared on GGA only)
 
 
 class Calculation(SQLModel, table=True):

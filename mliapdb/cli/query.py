@@ -58,15 +58,45 @@ HULL_COVERAGE = click.option(
 )
 
 
-def by_option(default: str):
-    """The shared ``--by`` grouping option (names from :data:`mliapdb.queries.GROUPINGS`)."""
+def by_option(default: str, choices=None):
+    """The shared ``--by`` grouping option (names from :data:`mliapdb.queries.GROUPINGS`),
+    repeatable: several combine."""
     return click.option(
         "--by",
-        type=click.Choice(list(GROUPINGS)),
-        default=default,
+        type=click.Choice(list(choices or GROUPINGS)),
+        multiple=True,
+        default=(default,),
         show_default=True,
-        help="Group materials by this property (always also by model).",
+        help="Group materials by this property (always also by model); repeat to combine, "
+        "e.g. --by dof-bin --by hubbard (hubbard: GGA vs GGA+U DFT entry).",
     )
+
+
+def _by_arg(by: tuple[str, ...]):
+    """One ``--by``: the name (the query's own path); several: the tuple."""
+    return by[0] if len(by) == 1 else by
+
+
+def fair_options(ci: bool = True):
+    """``--common`` and, for statistics of errors, ``--ci`` and ``--seed``."""
+    from mliapdb.fair import DEFAULT_SEED, N_BOOT
+
+    def decorate(f):
+        if ci:
+            f = click.option(
+                "--seed", type=int, default=DEFAULT_SEED, show_default=True,
+                help="Seed of the bootstrap (--ci).")(f)
+            f = click.option(
+                "--ci", "ci", type=float, default=None,
+                help=f"Add percentile-bootstrap confidence intervals at this level (e.g. "
+                f"0.95) for MAE, mean signed error and fraction underpredicted: {N_BOOT} "
+                "resamples of the materials of each row.")(f)
+        return click.option(
+            "--common", is_flag=True, default=False,
+            help="Only materials that every compared model counts (under this convention "
+            "and kind); a coverage column says how many of all.")(f)
+
+    return decorate
 
 
 @query.command("ehull-mae")
@@ -99,25 +129,28 @@ def by_option(default: str):
     help="Symmetry library (default: the database's).",
 )
 @HULL_COVERAGE
+@fair_options()
 @format_option
 @db_option
 @click.pass_context
 def ehull_mae(
     ctx, by, model, kind, convention, near_hull, bins, dataset, settings_hash, symprec,
-    symmetry_method, hull_coverage, fmt, db_path,
+    symmetry_method, hull_coverage, common, ci, seed, fmt, db_path,
 ):
     """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
     of Ehull, per model and group."""
+    from mliapdb.fair import check_level
     from mliapdb.queries import check_query_inputs, parse_bins
     from mliapdb.queries import ehull_mae as run
 
     edges = parse_bins(bins) if bins is not None else None
     check_query_inputs(by, edges, near_hull, symprec)  # before the database is opened
+    check_level(ci)
     _run_query(
-        ctx, db_path, fmt, run, by=by, model=model, dataset=dataset,
+        ctx, db_path, fmt, run, by=_by_arg(by), model=model, dataset=dataset,
         settings_hash=settings_hash, symprec=symprec, symmetry_method=symmetry_method,
         kind=kind.replace("-", "_"), convention=convention, near_hull=near_hull,
-        bins=edges, hull_coverage=hull_coverage,
+        bins=edges, hull_coverage=hull_coverage, common=common, ci=ci, seed=seed,
     )
 
 
@@ -134,73 +167,89 @@ def ehull_mae(
 @KIND
 @CONVENTION
 @HULL_COVERAGE
+@fair_options()
 @format_option
 @db_option
 @click.pass_context
-def near_hull(ctx, threshold, by, model, kind, convention, hull_coverage, fmt, db_path):
+def near_hull(ctx, threshold, by, model, kind, convention, hull_coverage, common, ci, seed,
+              fmt, db_path):
     """Ehull errors of the near-hull materials: are they underpredicted?"""
+    from mliapdb.fair import check_level
     from mliapdb.queries import check_threshold
     from mliapdb.queries import near_hull as run
 
     check_threshold(threshold, "--threshold")  # before the database is opened
-    _run_query(ctx, db_path, fmt, run, threshold=threshold, by=by, model=model,
+    check_level(ci)
+    _run_query(ctx, db_path, fmt, run, threshold=threshold, by=_by_arg(by), model=model,
                kind=kind.replace("-", "_"), convention=convention,
-               hull_coverage=hull_coverage)
+               hull_coverage=hull_coverage, common=common, ci=ci, seed=seed)
 
 
-def _per_model_query(name: str, function: str, help_text: str) -> None:
+def _per_model_query(name: str, function: str, help_text: str, ci: bool = True) -> None:
     """Register ``mliapdb query NAME``: ``mliapdb.queries.FUNCTION`` per model, with --model,
-    --kind and --convention."""
+    --kind, --convention, --by, --common and (``ci``) --ci / --seed."""
 
     @query.command(name, help=help_text)
+    @by_option("model")
     @MODEL
     @KIND
     @CONVENTION
+    @fair_options(ci)
     @format_option
     @db_option
     @click.pass_context
-    def command(ctx, model, kind, convention, fmt, db_path):
+    def command(ctx, by, model, kind, convention, common, fmt, db_path, ci=None, seed=None):
         from mliapdb import queries
+        from mliapdb.fair import check_level
 
+        check_level(ci)
+        extra = {"ci": ci, "seed": seed} if ci is not None else {}
         _run_query(ctx, db_path, fmt, getattr(queries, function), model=model,
-                   kind=kind.replace("-", "_"), convention=convention)
+                   kind=kind.replace("-", "_"), convention=convention, by=_by_arg(by),
+                   common=common, **extra)
 
 
 _per_model_query("energy-error", "energy_error",
                  "Total and formation energy errors (meV/atom) per model.")
 _per_model_query("stability", "stability",
-                 "Stability classification per model: TP/FP/TN/FN, precision, recall, F1, DAF.")
+                 "Stability classification per model: TP/FP/TN/FN, precision, recall, F1, DAF.",
+                 ci=False)
 
 
 @query.command("relax-effect")
-@click.option("--by", type=click.Choice(["model", "dof-bin"]), default="model",
-              show_default=True, help="Per model, or per model and DOF bin.")
+@by_option("model", ["model", "dof-bin", "hubbard"])
 @MODEL
 @click.option("--kind", type=click.Choice(["relax", "relax-fixsym"]), default="relax",
               show_default=True, help="The relaxation compared with the single points.")
 @CONVENTION
+@fair_options()
 @format_option
 @db_option
 @click.pass_context
-def relax_effect(ctx, by, model, kind, convention, fmt, db_path):
+def relax_effect(ctx, by, model, kind, convention, common, ci, seed, fmt, db_path):
     """What relaxing does: Ehull errors of the same materials after a single point on the DFT
     structure and after a relaxation, and the relaxation energy."""
+    from mliapdb.fair import check_level
     from mliapdb.queries import relaxation_effect as run
 
-    _run_query(ctx, db_path, fmt, run, by=by, model=model, kind=kind.replace("-", "_"),
-               convention=convention)
+    check_level(ci)
+    _run_query(ctx, db_path, fmt, run, by=_by_arg(by), model=model,
+               kind=kind.replace("-", "_"), convention=convention, common=common, ci=ci,
+               seed=seed)
 
 
 @query.command("symmetry")
+@by_option("model")
 @MODEL
+@fair_options(ci=False)
 @format_option
 @db_option
 @click.pass_context
-def symmetry(ctx, model, fmt, db_path):
+def symmetry(ctx, by, model, common, fmt, db_path):
     """Space group kept / lowered / raised after relaxation, and RMSD, per model."""
     from mliapdb.queries import symmetry as run
 
-    _run_query(ctx, db_path, fmt, run, model=model)
+    _run_query(ctx, db_path, fmt, run, model=model, by=_by_arg(by), common=common)
 
 
 @query.command("calculations")

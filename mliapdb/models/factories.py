@@ -140,6 +140,74 @@ def fairchem_calculator(spec: ModelSpec, device: str, checkpoint: Path) -> Calcu
     return OCPCalculator(checkpoint_path=str(checkpoint), cpu=device == "cpu", **spec.options)
 
 
+@register_factory("nequix")
+def nequix_calculator(spec: ModelSpec, device: str, checkpoint: Path) -> Calculator:
+    """Nequix ASE calculator (``nequix.calculator.NequixCalculator``, energies eV/cell,
+    forces eV/Å, stress eV/Å^3) from a ``.nqx`` (JAX) checkpoint, without the GPU kernels
+    (``use_kernel=False``).
+
+    ``spec.options["backend"]``: ``"torch"`` (default) converts the ``.nqx`` once to a torch
+    file in :func:`nequix_cache_dir`, named by the sha256 of the ``.nqx`` (the weights folder
+    may be read-only; nequix itself would write beside the checkpoint), then runs on
+    ``device``; ``"jax"`` runs the ``.nqx`` directly on JAX's default device and recompiles
+    for every new padded structure size. A ``.pt`` checkpoint is loaded as it is.
+    """
+    from nequix.calculator import NequixCalculator
+
+    options = dict(spec.options)
+    backend = options.pop("backend", "torch")
+    if backend == "jax":
+        return NequixCalculator(
+            model_path=str(checkpoint), backend="jax", use_kernel=False, **options
+        )
+    import torch
+
+    path = checkpoint if checkpoint.suffix == ".pt" else _nequix_torch_file(checkpoint)
+    calc = NequixCalculator(model_path=str(path), backend="torch", use_kernel=False, **options)
+    calc.device = torch.device(device)
+    calc.model = calc.model.to(calc.device)
+    return calc
+
+
+def nequix_cache_dir() -> Path:
+    """Where converted Nequix torch files go: ``$XDG_CACHE_HOME/mliapdb/nequix`` (default
+    ``~/.cache``), or ``<temp dir>/mliapdb-<uid>/nequix`` if that cannot be created."""
+    import os
+    import tempfile
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    for folder in (base / "mliapdb" / "nequix",
+                   Path(tempfile.gettempdir()) / f"mliapdb-{os.getuid()}" / "nequix"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise OSError("no writable cache folder for the converted Nequix model")
+
+
+def _nequix_torch_file(checkpoint: Path) -> Path:
+    """The torch file converted from ``checkpoint`` (a ``.nqx``), made once (~6 s)."""
+    import os
+
+    from mliapdb.models.registry import file_sha256
+
+    out = nequix_cache_dir() / f"{file_sha256(checkpoint)}.pt"
+    if out.is_file():
+        return out
+    from nequix.model import load_model
+    from nequix.torch_impl.model import save_model
+    from nequix.torch_impl.utils import convert_model_jax_to_torch
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model, config = convert_model_jax_to_torch(*load_model(str(checkpoint), False), False)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    save_model(str(tmp), model, config)
+    os.replace(tmp, out)  # atomic: concurrent workers never read a half-written file
+    return out
+
+
 @register_factory("grace")
 def grace_calculator(spec: ModelSpec, device: str, checkpoint: Path) -> Calculator:
     """GRACE ASE calculator (``tensorpotential.calculator.TPCalculator``, TensorFlow) from
@@ -151,13 +219,84 @@ def grace_calculator(spec: ModelSpec, device: str, checkpoint: Path) -> Calculat
 
 @register_factory("matgl")
 def matgl_calculator(spec: ModelSpec, device: str, checkpoint: Path) -> Calculator:
-    """matgl ASE calculator (``matgl.ext.ase.PESCalculator``) from a model folder
-    (``model.json``, ``model.pt``, ``state.pt``) or a file inside it."""
+    """matgl ASE calculator (``matgl.ext.ase.PESCalculator``, stress in eV/Å^3) from a model
+    folder (``model.json``, ``model.pt``, ``state.pt``) or a file inside it, with the
+    message-aggregation direction the checkpoint was trained with (:func:`matgl_fix_direction`).
+
+    Only matgl 4.1 (PyG backend, no DGL; the ``matgl`` extra pins 4.1.2) is accepted: the fix
+    depends on matgl's internals, and a matgl that aggregates the other way loads these
+    checkpoints without an error but computes compound energies wrong by ~3 eV/atom.
+    ``spec.options`` go to ``PESCalculator``."""
+    import importlib.metadata
+
+    from mliapdb.models.registry import PackageMissingError
+
+    have = importlib.metadata.version("matgl")
+    if have.split(".")[:2] != MATGL_VERIFIED.split(".")[:2]:
+        raise PackageMissingError(
+            f"model {spec.name!r}: matgl {have} is installed, but mliapdb's matgl adapter is "
+            f"verified with matgl {MATGL_VERIFIED} only (aggregation-direction fix) - "
+            f"{spec.install_hint}"
+        )
     import matgl
     from matgl.ext.ase import PESCalculator
 
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    potential = matgl.load_model(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        potential = matgl.load_model(folder)
+    matgl_fix_direction(potential)
     if hasattr(potential, "to"):
         potential = potential.to(device)
-    return PESCalculator(potential, **spec.options)
+    return PESCalculator(potential, **{"stress_unit": "eV/A3", **spec.options})
+
+
+MATGL_VERIFIED = "4.1.2"
+"""matgl release whose aggregation direction :func:`matgl_fix_direction` reverses (tested
+against matgl's published reference energies in ``tests/test_matgl.py``)."""
+
+
+def matgl_fix_direction(potential) -> None:
+    """Restore, in place, the message-aggregation direction that the published M3GNet and
+    TensorNet checkpoints were trained with (matgl <= 2, DGL: ``fn.sum`` onto the edge's
+    destination node). matgl 4.1 scatters onto the source node instead (matgl PR #761): in
+    ``M3GNetGraphConv.node_update_`` and ``TensorEmbedding`` (the TensorNet embedding). The
+    loaded modules get instance-level replacements; site-packages is not touched. Raises
+    ``ValueError`` for a model holding neither module (not verified)."""
+    import types
+
+    import torch
+    from matgl.layers._embedding import TensorEmbedding
+    from matgl.layers._graph_convolution import M3GNetGraphConv, scatter_add
+
+    def node_update_onto_dst(self, edge_index, edge_feat, node_feat, rbf, u_per_edge,
+                             num_nodes):
+        src, dst = edge_index[0], edge_index[1]
+        inputs = [node_feat[src], node_feat[dst], edge_feat]
+        if self.include_state:
+            inputs.append(u_per_edge)
+        mess = self.node_update_func(torch.hstack(inputs)) * self.node_weight_func(rbf)
+        return scatter_add(mess, dst, dim_size=num_nodes, dim=0)
+
+    def remember_dst(module, args, kwargs):
+        edge_index = kwargs["edge_index"] if "edge_index" in kwargs else args[1]
+        module._mliapdb_dst = edge_index[1]
+
+    fixed = 0
+    for module in potential.modules():
+        if isinstance(module, M3GNetGraphConv):
+            module.node_update_ = types.MethodType(node_update_onto_dst, module)
+            fixed += 1
+        elif isinstance(module, TensorEmbedding):
+            aggregate = module.aggregate  # called with edge_index[0]: use edge_index[1]
+            module.register_forward_pre_hook(remember_dst, with_kwargs=True)
+            module.aggregate = (
+                lambda msg, index, dim_size, _agg=aggregate, _m=module:
+                _agg(msg, _m._mliapdb_dst, dim_size=dim_size)
+            )
+            fixed += 1
+    if not fixed:
+        raise ValueError(
+            f"{type(getattr(potential, 'model', potential)).__name__}: mliapdb's matgl "
+            "adapter is verified for M3GNet and TensorNet checkpoints only"
+        )

@@ -15,18 +15,24 @@ Where a model's checkpoint comes from (the ``checkpoint`` key of its metadata fi
   (:func:`checkpoints_file`): ``$MLIAPDB_CHECKPOINTS`` if set, else
   ``$XDG_CONFIG_HOME/mliapdb/checkpoints.toml`` (``~/.config/mliapdb/checkpoints.toml``),
   a TOML table of model name -> path (``~`` expanded, relative paths taken from the file's
-  folder)::
+  folder); failing both, ``<weights folder>/<family>/<checkpoint_file>`` if it exists
+  (:func:`shared_checkpoint`: ``$MLIAPDB_WEIGHTS`` or ``../shared/weights`` beside the
+  repo)::
 
       "mace-mp-0" = "~/models/2023-12-03-mace-128-L1_epoch-199.model"
       "m3gnet-mp-2021.2.8-pes" = "/data/matgl/M3GNet-MP-2021.2.8-PES"   # a folder
 
-  A checkpoint from the checkpoints file is checked against a published sha256; one given
-  with ``--checkpoint`` is only hashed here. Which checkpoints a database accepts under a
-  model's name (the registered one; any other only as a model of its own, ``--as NAME``,
-  :func:`derive_spec`) is decided in :mod:`mliapdb.calculations` (``model_identity``).
+  A checkpoint from the checkpoints file or the weights folder is checked against a
+  published sha256; one given with ``--checkpoint`` is only hashed here. Which checkpoints a
+  database accepts under a model's name (the registered one; any other only as a model of its
+  own, ``--as NAME``, :func:`derive_spec`) is decided in :mod:`mliapdb.calculations`
+  (``model_identity``).
 
 A checkpoint may be a folder (matgl saves models as ``model.json`` + ``model.pt`` + ...):
-its sha256 is that of the sorted list of (relative path, file sha256) of its files.
+its sha256 is that of the sorted list of (relative path, file sha256) of its files. A model
+whose toml lists ``[checkpoint_files]`` (file -> published sha256) has each of those files
+checked, and its ``checkpoint_sha256`` is the same digest over exactly those files (other
+files in the folder, such as a README, are ignored): :func:`checkpoint_digest`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mliapdb.config import shared_weights_dir
 from mliapdb.relax import RelaxSettings
 
 if TYPE_CHECKING:
@@ -79,11 +86,17 @@ OPTIONAL_KEYS = {
     "requires": list,
     "checkpoint_file": str,
     "checkpoint_url": str,
+    "checkpoint_files": dict,
+    "trained_with_u": bool,
 }
 """Optional keys: ``extra`` (the ``mliapdb[...]`` extra installing ``package``), ``install``
 (install hint replacing ``pip install 'mliapdb[<extra>]'``), ``requires`` (other
 distributions the factory imports), ``checkpoint_file`` and ``checkpoint_url`` (published
-file name and download page of a ``checkpoint = "user"`` model, both required there)."""
+file name and download page of a ``checkpoint = "user"`` model, both required there),
+``checkpoint_files`` (a checkpoint folder: table of file name -> published sha256, see
+:func:`checkpoint_digest`) and ``trained_with_u`` (``false``: trained on plain GGA/PBE
+without +U, e.g. MatPES PBE; compared only with DFT entries computed without U; default
+``true``)."""
 
 USER_CHECKPOINT = "user"
 """``checkpoint`` value of a model whose weights the user supplies (see the module doc)."""
@@ -168,6 +181,12 @@ class ModelSpec:
     base_model: str = ""
     """Name of the model this one is derived from (:func:`derive_spec`, ``--as NAME``);
     ``""`` for a model of a metadata file."""
+    checkpoint_files: dict[str, str] = field(default_factory=dict)
+    """A checkpoint folder's files (relative name -> published sha256), all checked on load;
+    ``checkpoint_sha256`` is then their combined digest (:func:`checkpoint_digest`)."""
+    trained_with_u: bool = True
+    """False for a model trained without +U (e.g. MatPES PBE): the views compare it only with
+    DFT entries computed without U (``models.trained_with_u``)."""
 
     @property
     def user_checkpoint(self) -> bool:
@@ -223,7 +242,7 @@ def _parse_spec(path: Path) -> ModelSpec:
         value = data[key]
         if not isinstance(value, str) or not value.strip():
             raise fail(f"{key} must be a non-empty string, got {value!r}")
-    kinds = {dict: "table", list: "list of strings", str: "string"}
+    kinds = {dict: "table", list: "list of strings", str: "string", bool: "boolean"}
     for key, kind in OPTIONAL_KEYS.items():
         if key in data and not isinstance(data[key], kind):
             raise fail(f"{key} must be a {kinds[kind]}")
@@ -243,9 +262,30 @@ def _parse_spec(path: Path) -> ModelSpec:
             f"energy_convention {data['energy_convention']!r} must be one of "
             f"{list(ENERGY_CONVENTIONS)}"
         )
+    files = data.get("checkpoint_files", {})
+    for fname, fsha in files.items():
+        parts = Path(fname).parts
+        if not fname or Path(fname).is_absolute() or ".." in parts or "\\" in fname:
+            raise fail(f"checkpoint_files: {fname!r} must be a relative path inside the folder")
+        if not isinstance(fsha, str) or not _SHA256_RE.match(fsha):
+            raise fail(f"checkpoint_files: sha256 of {fname!r} must be 64 lower-case hex "
+                       "characters")
+    if files:
+        derived = _combined_sha256(files)
+        if data.get("checkpoint_sha256", derived) != derived:
+            raise fail(
+                f"checkpoint_sha256 {data['checkpoint_sha256']!r} is not the digest of "
+                f"checkpoint_files ({derived}): leave it out, it is derived"
+            )
+        data["checkpoint_sha256"] = derived
     sha = data.get("checkpoint_sha256", "")
     if not _SHA256_RE.match(sha) and not (user and sha == ""):
         raise fail("checkpoint_sha256 must be 64 lower-case hex characters")
+    if data.get("trained_with_u") is False and "+U" in data["functional"].upper():
+        raise fail(
+            f"trained_with_u = false, but functional {data['functional']!r} names +U: a "
+            "model trained without U has a functional like \"PBE\""
+        )
     if data["family"] not in _FACTORIES:
         raise fail(f"no calculator factory for family {data['family']!r} ({sorted(_FACTORIES)})")
     try:
@@ -263,6 +303,8 @@ def _parse_spec(path: Path) -> ModelSpec:
         requires=tuple(data.get("requires", ())),
         checkpoint_file=data.get("checkpoint_file", ""),
         checkpoint_url=data.get("checkpoint_url", ""),
+        checkpoint_files=dict(files),
+        trained_with_u=data.get("trained_with_u", True),
         source=str(path),
     )
 
@@ -320,6 +362,17 @@ def configured_checkpoints(path: Path | None = None) -> dict[str, Path]:
     return {name: path.parent / Path(value).expanduser() for name, value in data.items()}
 
 
+def shared_checkpoint(spec: ModelSpec) -> Path | None:
+    """``<weights folder>/<family>/<checkpoint_file>`` of a user-checkpoint model if it
+    exists (:func:`mliapdb.config.shared_weights_dir`: ``$MLIAPDB_WEIGHTS`` or
+    ``../shared/weights`` beside the repo), else None. Searched after the checkpoints file;
+    its sha256 is checked like a configured one."""
+    if not spec.user_checkpoint or not spec.checkpoint_file:
+        return None
+    path = shared_weights_dir() / spec.family / spec.checkpoint_file
+    return path if path.exists() else None
+
+
 def _display_path(path: Path) -> str:
     """``path`` with the home folder written ``~`` (shorter messages)."""
     home = str(Path.home())
@@ -340,6 +393,9 @@ def resolve_checkpoint(spec: ModelSpec, checkpoint: str | None = None) -> Path:
         config = checkpoints_file()
         configured = configured_checkpoints(config).get(spec.name)
         if configured is None:
+            shared = shared_checkpoint(spec)
+            if shared is not None:
+                return shared
             raise CheckpointError(
                 f"model {spec.name!r} needs a checkpoint file - pass --checkpoint PATH "
                 f"(download it from {spec.checkpoint_url}) or set it in {_display_path(config)}"
@@ -361,7 +417,9 @@ def resolve_checkpoint(spec: ModelSpec, checkpoint: str | None = None) -> Path:
         path = Path(next(iter(found.submodule_search_locations))) / rel
     else:
         path = Path(ref).expanduser()
-    if not (path.is_file() or (checkpoint is not None and path.is_dir())):
+    # a folder (matgl) only when given, or as the checkpoint of a derived model (--as)
+    if not (path.is_file() or ((checkpoint is not None or spec.base_model)
+                               and path.is_dir())):
         raise CheckpointError(f"model {spec.name!r}: checkpoint file {path} not found")
     return path
 
@@ -383,12 +441,62 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _combined_sha256(file_shas: dict[str, str]) -> str:
+    """sha256 of the sorted ``"<relative path> <file sha256>\\n"`` lines: what
+    :func:`file_sha256` gives for a folder holding exactly these files."""
+    lines = "".join(f"{name} {sha}\n" for name, sha in sorted(file_shas.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def checkpoint_digest(spec: ModelSpec, path: Path) -> str:
+    """sha256 of checkpoint ``path`` as ``spec`` identifies it: for a spec with
+    ``checkpoint_files`` (a checkpoint folder: ``path`` is the folder or a file in it), the
+    combined digest of exactly those files (other files, e.g. a README, are ignored), after
+    checking each against its published sha256 (:class:`CheckpointError` naming the first
+    file missing or different); else :func:`file_sha256`."""
+    if not spec.checkpoint_files:
+        return file_sha256(path)
+    folder = path if path.is_dir() else path.parent
+    missing = [name for name in sorted(spec.checkpoint_files) if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"model {spec.name!r}: checkpoint folder {folder} has no {', '.join(missing)} (it "
+            f"needs {', '.join(sorted(spec.checkpoint_files))})"
+        )
+    actual = {}
+    for name, want in sorted(spec.checkpoint_files.items()):
+        item = folder / name
+        actual[name] = file_sha256(item)
+        if actual[name] != want:
+            raise CheckpointError(
+                f"model {spec.name!r}: {item} has sha256 {actual[name]}, but {spec.source} "
+                f"records {want} (a different download?)"
+            )
+    return _combined_sha256(actual)
+
+
+def given_checkpoint_sha256(spec: ModelSpec, path: Path) -> str:
+    """sha256 of a checkpoint the user gave (``--checkpoint``): for a spec with
+    ``checkpoint_files`` and a folder holding the published ones, the model's own digest (a
+    README beside them changes nothing); any other file or folder: :func:`file_sha256` (every
+    file of a folder), which is also how a model derived from it with ``--as`` checks it.
+    Nothing is refused here: the identity check compares the digest with the registered
+    one."""
+    if spec.checkpoint_files and path.is_dir() and all(
+            (path / name).is_file() for name in spec.checkpoint_files):
+        published = _combined_sha256({name: file_sha256(path / name)
+                                      for name in spec.checkpoint_files})
+        if published == spec.checkpoint_sha256:
+            return published
+    return file_sha256(path)
+
+
 def checkpoint_sha256(spec: ModelSpec) -> str:
     """sha256 of the model's checkpoint (installed, or from the checkpoints file);
     :class:`CheckpointError` if it differs from ``spec.checkpoint_sha256`` (when that is
     known) or the file is missing."""
     path = resolve_checkpoint(spec)
-    actual = file_sha256(path)
+    actual = checkpoint_digest(spec, path)
     if spec.checkpoint_sha256 and actual != spec.checkpoint_sha256:
         where = "a different download?" if spec.user_checkpoint else (
             f"different {spec.package} install?"
@@ -425,6 +533,7 @@ def derive_spec(base: ModelSpec, name: str, path: Path, sha: str) -> ModelSpec:
         checkpoint_sha256=sha,
         checkpoint_file="",
         checkpoint_url="",
+        checkpoint_files={},  # ``sha`` is the file's (or whole folder's) own sha256
         base_model=base.name,
         source=f"{base.source} (derived: --checkpoint {path} --as {name})",
     )
@@ -561,7 +670,7 @@ def checked_checkpoint(spec: ModelSpec, checkpoint: str | None = None) -> tuple[
     if checkpoint is None:
         return resolve_checkpoint(spec), checkpoint_sha256(spec)
     path = resolve_checkpoint(spec, checkpoint)
-    return path, file_sha256(path)
+    return path, given_checkpoint_sha256(spec, path)
 
 
 def provenance(spec: ModelSpec, device: str, path: Path, sha: str) -> dict[str, Any]:

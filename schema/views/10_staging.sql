@@ -15,7 +15,9 @@ SELECT
     e.energy_raw / e.n_atoms AS e_raw_per_atom,
     e.correction_mp2020 / e.n_atoms AS correction_per_atom,
     e.energy_corrected / e.n_atoms AS e_per_atom,
-    e.run_type
+    e.run_type,
+    -- GGA+U run (parameters.is_hubbard; the run type where that is missing)
+    coalesce(e.is_hubbard, e.run_type = 'GGA+U') AS is_hubbard
 FROM dft_entries AS e
 WHERE e.compat_status = 'ok';
 
@@ -76,7 +78,9 @@ JOIN models AS m ON m.name = c.model
 JOIN stg_dft_entries AS d ON d.dataset = c.dataset AND d.material_id = c.material_id
 LEFT JOIN space_groups AS gb ON gb.number = c.spacegroup_before
 LEFT JOIN space_groups AS ga ON ga.number = c.spacegroup_after
-WHERE c.status IN ('ok', 'not_converged');
+WHERE c.status IN ('ok', 'not_converged')
+    -- a model trained without +U (models.trained_with_u false) only on entries without U
+    AND (coalesce(m.trained_with_u, true) OR d.is_hubbard IS FALSE);
 
 -- Statistics settings: near-hull threshold (eV/atom), DOF bin lower edges, and which
 -- model-hull rows the statistics count ('complete': strictly; 'filled': fill-ins count).
@@ -183,7 +187,8 @@ FROM calculations AS c
 JOIN models AS m ON m.name = c.model
 JOIN stg_dft_entries AS d ON d.dataset = c.dataset AND d.material_id = c.material_id
 WHERE c.calc_kind <> 'single_point' AND c.status <> 'ok'
-    AND least(c.energy_single_point, c.energy_relaxed) IS NOT NULL;
+    AND least(c.energy_single_point, c.energy_relaxed) IS NOT NULL
+    AND (coalesce(m.trained_with_u, true) OR d.is_hubbard IS FALSE);
 
 -- Model-hull rows of fresh builds only (a stale or missing build serves nothing). A build
 -- stored by another DuckDB release (whose hash() differs) is served as stored.
