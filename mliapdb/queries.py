@@ -40,9 +40,59 @@ def by_tuple(by) -> tuple[str, ...]:
     return rest or ("model",)
 
 
-def _fancy(bys: tuple[str, ...], common: bool, ci: float | None) -> bool:
+def _fancy(bys: tuple[str, ...], common: bool, ci: float | None,
+           exclude_suspicious: bool = False) -> bool:
     """Whether a query needs the Python aggregation (:mod:`mliapdb.fair`)."""
-    return common or ci is not None or len(bys) > 1 or "hubbard" in bys
+    return (common or ci is not None or exclude_suspicious or len(bys) > 1
+            or "hubbard" in bys)
+
+
+SUSPICIOUS_REASONS = ("volume", "rmsd", "energy_drop")
+"""Why a relaxation is suspicious (``stg_suspicious.suspicious_reason``)."""
+
+
+def suspicious_settings(con: duckdb.DuckDBPyConnection) -> tuple[float, float, float]:
+    """(volume change, RMSD in A, energy drop in eV/atom): the database's thresholds of a
+    suspicious relaxation (``db_settings.suspicious_*``, defaults 0.2, 0.5, 0.3)."""
+    row = con.execute("SELECT suspicious_volume_change, suspicious_rmsd, "
+                      "suspicious_energy_drop FROM stg_stats_settings").fetchone()
+    return float(row[0]), float(row[1]), float(row[2])
+
+
+def with_suspicious(source: str) -> str:
+    """``source`` (rows keyed like ``ehull_errors_all``) plus ``suspicious`` and
+    ``suspicious_reason`` (``stg_suspicious``), as in the ``ehull_errors`` view."""
+    return (f"(SELECT r.*, s.suspicious_reason IS NOT NULL AS suspicious, s.suspicious_reason "
+            f"FROM {source} AS r LEFT JOIN stg_suspicious AS s ON s.dataset = r.dataset AND "
+            "s.material_id = r.material_id AND s.model = r.model AND "
+            "s.settings_hash = r.settings_hash AND s.calc_kind = r.calc_kind)")
+
+
+def _exclude_suspicious(con: duckdb.DuckDBPyConnection, source: str, where_sql: str,
+                        params: list, flag: str = "suspicious",
+                        reason: str = "suspicious_reason") -> tuple[str, str, int]:
+    """(``where_sql`` without the suspicious rows, the note saying how many were left out and
+    why, that count) over ``source``, whose ``flag`` / ``reason`` columns flag the rows."""
+    counts = ", ".join(f"count(*) FILTER (WHERE list_contains(string_split({reason}, ','), "
+                       f"'{r}'))" for r in SUSPICIOUS_REASONS)
+    n, *by_reason = con.execute(
+        f"SELECT count(*), {counts} FROM {source} WHERE ({where_sql}) AND {flag}",
+        params).fetchone()
+    volume, rmsd, drop = suspicious_settings(con)
+    why = ", ".join(f"{k} {c}" for k, c in zip(SUSPICIOUS_REASONS, by_reason, strict=True)
+                    if c)
+    note = (f"; --exclude-suspicious: {n} suspicious relaxation row(s) left out"
+            + (f" ({why})" if why else "")
+            + f": |volume ratio - 1| > {volume:g}, RMSD > {rmsd:g} A or relaxed - single-point "
+            f"energy < -{drop:g} eV/atom (db_settings suspicious_volume_change, "
+            "suspicious_rmsd, suspicious_energy_drop)")
+    return f"({where_sql}) AND NOT {flag}", note, int(n)
+
+
+def _all_suspicious_hint(n: int) -> str:
+    return (f"every matching row is a suspicious relaxation ({n} left out by "
+            "--exclude-suspicious) - leave out --exclude-suspicious, or see the "
+            "stg_suspicious view")
 
 
 def _group_columns(bys: tuple[str, ...]) -> list[tuple[str, str, str]]:
@@ -501,6 +551,7 @@ def ehull_mae(
     common: bool = False,
     ci: float | None = None,
     seed: int | None = None,
+    exclude_suspicious: bool = False,
 ) -> QueryResult:
     """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
     of the model's Ehull per model and ``by`` group, over calculations of ``kind`` under hull
@@ -509,7 +560,9 @@ def ehull_mae(
     edges of the DOF bins (default: the database's); ``hull_coverage`` which model-hull rows
     count (:data:`HULL_COVERAGES`; default: the database's). Inputs that cannot apply are
     refused (:func:`check_query_inputs`, :func:`check_filters`); an empty result carries a
-    ``hint`` (:func:`explain_empty`); ``near_hull_option`` names the threshold in messages."""
+    ``hint`` (:func:`explain_empty`); ``near_hull_option`` names the threshold in messages;
+    ``exclude_suspicious`` leaves out suspicious relaxations (``stg_suspicious``) and says
+    how many."""
     if kind not in CALC_KINDS:
         raise MliapdbError(
             f"unknown calculation kind {kind!r} - use one of {', '.join(CALC_KINDS)}"
@@ -519,7 +572,7 @@ def ehull_mae(
     bys = by_tuple(by)
     check_level(ci)
     seed = DEFAULT_SEED if seed is None else seed
-    fancy = _fancy(bys, common, ci)
+    fancy = _fancy(bys, common, ci, exclude_suspicious)
     by = bys[0]
     if convention not in CONVENTIONS:
         raise MliapdbError(
@@ -596,7 +649,11 @@ def ehull_mae(
     group_select = f"{expr} AS {label}, " if label else ""
     if not label:
         group_by = "model"
-    note, n_any = "", 0
+    note, n_any, n_suspicious = "", 0, 0
+    if exclude_suspicious:
+        source = with_suspicious(source)
+        where_sql, suspicious_note, n_suspicious = _exclude_suspicious(
+            con, source, where_sql, params)
     if fancy:
         import numpy as np
 
@@ -615,6 +672,8 @@ def ehull_mae(
              "median_signed_error_meV", "frac_underpredicted"],
             ["mae_meV", "mean_signed_error_meV", "frac_underpredicted"], ci, common)
         note = _fair_note(common, ci, seed, n_common, n_any, n_series)
+        if exclude_suspicious:
+            note += suspicious_note
     sql = f"""
         SELECT model, {group_select}
             count(*) AS n,
@@ -660,6 +719,7 @@ def ehull_mae(
     )
     hint = "" if rows else (
         (_COMMON_EMPTY.format(n_any=n_any) if fancy and common and n_any else None)
+        or (_all_suspicious_hint(n_suspicious) if n_suspicious else None)
         or explain_empty(
             con, kind, convention, model, dataset, settings_hash, symprec, symmetry_method,
             hull_coverage, near_hull, near_hull_option, fresh=fresh,
@@ -749,11 +809,12 @@ def _view_fair(
     con: duckdb.DuckDBPyConnection, source: str, filters: dict[str, object], extra: str,
     series_cols: list[str], series_out: int, by, value_exprs: list[str], stat_cells,
     base_columns: list[str], ci_specs, ci_names: list[str], common: bool,
-    ci: float | None, seed: int | None, description: str,
+    ci: float | None, seed: int | None, description: str, exclude_suspicious: bool = False,
 ) -> QueryResult:
     """A per-model view query computed by :func:`_fair_query` over the rows of ``source``
     (``filters``: column -> value, None = no filter; ``extra``: a fixed SQL condition);
-    ``series_out``: how many of ``series_cols`` are output columns."""
+    ``series_out``: how many of ``series_cols`` are output columns; ``exclude_suspicious``:
+    leave out the rows ``source`` flags ``suspicious`` and say how many."""
     from mliapdb.fair import DEFAULT_SEED, check_level
 
     check_level(ci)
@@ -764,8 +825,12 @@ def _view_fair(
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    where_sql, suspicious_note, n_suspicious = " AND ".join(where), "", 0
+    if exclude_suspicious:
+        where_sql, suspicious_note, n_suspicious = _exclude_suspicious(
+            con, source, where_sql, params)
     names, rows, n_common, n_any, n_series = _fair_query(
-        con, source, " AND ".join(where), params, series_cols, bys, value_exprs, stat_cells,
+        con, source, where_sql, params, series_cols, bys, value_exprs, stat_cells,
         ci_specs if ci is not None else (), common, ci, seed)
     drop = len(series_cols) - series_out
     rows = [r[:series_out] + r[series_out + drop:] for r in rows] if drop else rows
@@ -774,19 +839,22 @@ def _view_fair(
     note = ("; hubbard: GGA or GGA+U DFT entry (dft_entries.is_hubbard)" if "hubbard" in bys
             else "")
     hint = _COMMON_EMPTY.format(n_any=n_any) if common and n_any and not rows else ""
+    if not rows and not hint and n_suspicious:
+        hint = _all_suspicious_hint(n_suspicious)
     return QueryResult(columns, rows, description + note
-                       + _fair_note(common, ci, seed, n_common, n_any, n_series), hint)
+                       + _fair_note(common, ci, seed, n_common, n_any, n_series)
+                       + suspicious_note, hint)
 
 
 def energy_error(
     con: duckdb.DuckDBPyConnection, model: str | None = None, kind: str = "relax",
     convention: str = "dft-hull", by="model", common: bool = False,
-    ci: float | None = None, seed: int | None = None,
+    ci: float | None = None, seed: int | None = None, exclude_suspicious: bool = False,
 ) -> QueryResult:
     """MAE, mean signed error (meV/atom) and fraction underpredicted of the total and the
     formation energy per model (and ``by`` group; ``common``, ``ci``, ``seed``: see
-    :mod:`mliapdb.fair`)."""
-    if _fancy(by_tuple(by), common, ci):
+    :mod:`mliapdb.fair`; ``exclude_suspicious``: without suspicious relaxations)."""
+    if _fancy(by_tuple(by), common, ci, exclude_suspicious):
         import numpy as np
 
         def cells(v):
@@ -806,7 +874,8 @@ def energy_error(
             cells, ["model", "n", *names], specs, names, common, ci, seed,
             f"total and formation energy error = model - DFT (meV/atom), MP2020-corrected, "
             f"{kind}, {convention} formation energies" + _stale_note(con, convention),
-        ), kind=kind, convention=convention, model=model, coverage_option=False)
+            exclude_suspicious),
+        kind=kind, convention=convention, model=model, coverage_option=False)
     return _with_hint(con, _view_query(
         con, "energy_error_stats",
         [("model", "model"), ("n", "n"),
@@ -846,10 +915,12 @@ def _classification_cells(v):
 def stability(
     con: duckdb.DuckDBPyConnection, model: str | None = None, kind: str = "relax",
     convention: str = "dft-hull", by="model", common: bool = False,
+    exclude_suspicious: bool = False,
 ) -> QueryResult:
     """Stability classification per model (and ``by`` group) at 0 eV/atom: TP/FP/TN/FN,
-    precision, recall, F1, accuracy, DAF (``common``: see :mod:`mliapdb.fair`)."""
-    if _fancy(by_tuple(by), common, None):
+    precision, recall, F1, accuracy, DAF (``common``: see :mod:`mliapdb.fair`;
+    ``exclude_suspicious``: without suspicious relaxations)."""
+    if _fancy(by_tuple(by), common, None, exclude_suspicious):
         return _with_hint(con, _view_fair(
             con, "ehull_errors", {"model": model, "calc_kind": kind, "convention": convention},
             "hull_counted", ["model", "settings_hash"], 1, by,
@@ -858,7 +929,8 @@ def stability(
              "prevalence", "daf"], (), [], common, None, None,
             f"stable = Ehull <= 0 eV/atom (DFT: truth, model: prediction), {kind}, "
             f"{convention}; DAF = precision / prevalence" + _stale_note(con, convention),
-        ), kind=kind, convention=convention, model=model, coverage_option=False)
+            exclude_suspicious),
+        kind=kind, convention=convention, model=model, coverage_option=False)
     return _with_hint(con, _view_query(
         con, "stability_classification",
         [("model", "model"), ("n", "n"), ("tp", "tp"), ("fp", "fp"), ("tn", "tn"),
@@ -882,7 +954,8 @@ _RELAX_PAIRS = """(SELECT rx.* EXCLUDE (e_above_hull_error), sp.settings_hash AS
 """Counted rows of a relaxation paired with the same material's counted single point."""
 
 
-def _relax_effect_fair(con, model, kind, convention, by, common, ci, seed, description):
+def _relax_effect_fair(con, model, kind, convention, by, common, ci, seed, description,
+                       exclude_suspicious=False):
     import numpy as np
 
     def cells(v):
@@ -902,13 +975,14 @@ def _relax_effect_fair(con, model, kind, convention, by, common, ci, seed, descr
         "TRUE", ["model", "settings_hash", "sp_settings_hash"], 1, by,
         ["sp_error", "rx_error", "relaxation_energy", "symmetry_kept"], cells,
         ["model", "n", *names, "mean_relaxation_energy_meV", "median_relaxation_energy_meV",
-         "frac_symmetry_kept"], specs, names, common, ci, seed, description)
+         "frac_symmetry_kept"], specs, names, common, ci, seed, description,
+        exclude_suspicious)
 
 
 def relaxation_effect(
     con: duckdb.DuckDBPyConnection, model: str | None = None, kind: str = "relax",
     convention: str = "dft-hull", by="model", common: bool = False,
-    ci: float | None = None, seed: int | None = None,
+    ci: float | None = None, seed: int | None = None, exclude_suspicious: bool = False,
 ) -> QueryResult:
     """The same materials after a single point on the DFT structure and after a relaxation of
     ``kind``: Ehull MAE, mean signed error and fraction underpredicted of both, and the
@@ -918,7 +992,8 @@ def relaxation_effect(
         raise MliapdbError("--kind must be a relaxation (relax or relax-fixsym): the effect "
                            "of relaxing is measured against the single points")
     bys = by_tuple(by)
-    fancy = _fancy(bys, common, ci) or len(bys) > 1 or bys[0] not in ("model", "dof-bin")
+    fancy = (_fancy(bys, common, ci, exclude_suspicious) or len(bys) > 1
+             or bys[0] not in ("model", "dof-bin"))
     by = bys[0]
     columns = [("model", "model")]
     if by == "dof-bin":
@@ -941,7 +1016,7 @@ def relaxation_effect(
         "single-point model energy" + _stale_note(con, convention))
     if fancy:
         result = _relax_effect_fair(con, model, kind, convention, bys, common, ci, seed,
-                                    description)
+                                    description, exclude_suspicious)
     else:
         result = _view_query(
             con, "relaxation_effect_stats", columns,
@@ -970,20 +1045,21 @@ def _symmetry_cells(v):
 
 
 def symmetry(con: duckdb.DuckDBPyConnection, model: str | None = None, by="model",
-             common: bool = False) -> QueryResult:
+             common: bool = False, exclude_suspicious: bool = False) -> QueryResult:
     """Space group kept / lowered / raised / changed after relaxation, per model and kind
-    (and ``by`` group; ``common``: materials every model x kind shown has)."""
+    (and ``by`` group; ``common``: materials every model x kind shown has;
+    ``exclude_suspicious``: without suspicious relaxations)."""
     description = (
         "space group before (DFT structure) and after relaxation, moyopy at 0.1 A; lowered / "
         "raised = point group of lower / higher order; rmsd in internal coordinates (A)")
-    if _fancy(by_tuple(by), common, None):
+    if _fancy(by_tuple(by), common, None, exclude_suspicious):
         result = _view_fair(
             con, "ehull_errors", {"model": model},
             "convention = 'dft-hull' AND calc_kind <> 'single_point' AND symmetry_change IS "
             "NOT NULL", ["model", "calc_kind", "settings_hash"], 2, by,
             ["symmetry_change", "coalesce(rmsd, 'NaN'::DOUBLE)"], _symmetry_cells,
             ["model", "kind", "n", "kept", "lowered", "raised", "changed", "frac_kept",
-             "mean_rmsd_A"], (), [], common, None, None, description)
+             "mean_rmsd_A"], (), [], common, None, None, description, exclude_suspicious)
     else:
         result = _view_query(
             con, "symmetry_changes",

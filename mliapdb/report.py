@@ -687,7 +687,8 @@ def _coverage_table(
         "SELECT model, settings_hash, convention, count(*) AS n, "
         "count(*) FILTER (WHERE hull_complete) AS complete, "
         "count(*) FILTER (WHERE hull_complete_filled) AS filled, "
-        "count(*) FILTER (WHERE hull_counted) AS counted "
+        "count(*) FILTER (WHERE hull_counted) AS counted, "
+        "count(*) FILTER (WHERE hull_counted AND suspicious) AS suspicious "
         f"FROM ehull_errors WHERE calc_kind = ? AND {where} AND list_contains(?, convention) "
         "GROUP BY ALL ORDER BY model, settings_hash, convention",
         [calc_kind, *params, list(conventions)],
@@ -698,10 +699,21 @@ def _coverage_table(
         by[r["model"], r["settings_hash"]].append(r)
     table = _table(
         "", [("model", False), ("convention", False), ("with a result", True),
-             ("complete systems", True), ("complete with fill-ins", True), ("counted", True)],
+             ("complete systems", True), ("complete with fill-ins", True), ("counted", True),
+             ("of them suspicious", True)],
         [[s.label, r["convention"], str(r["n"]), str(r["complete"]), str(r["filled"]),
-          str(r["counted"])] for s in series for r in by.get((s.model, s.settings_hash), [])],
+          str(r["counted"]), str(r["suspicious"])]
+         for s in series for r in by.get((s.model, s.settings_hash), [])],
     )
+    from mliapdb.queries import suspicious_settings
+
+    volume, rmsd, drop = suspicious_settings(con)
+    n_suspicious = sum(r["suspicious"] for r in rows if r["convention"] == "dft-hull")
+    suspicious = [] if calc_kind == "single_point" else [
+        f"{n_suspicious} counted relaxation(s) (dft-hull) are flagged suspicious: |volume "
+        f"ratio - 1| > {volume:g}, RMSD > {rmsd:g} A or relaxed - single-point energy < "
+        f"-{drop:g} eV/atom (db_settings suspicious_*; the stg_suspicious view). The report "
+        "counts them; the statistics queries leave them out with --exclude-suspicious."]
     return Section("Coverage", text=[
         "Materials with a result per model and convention. A result on a model's own hull "
         "is complete "
@@ -709,7 +721,7 @@ def _coverage_table(
         "energy; with fill-ins, failed or unconverged relaxations enter the hull with their "
         "lowest energy (an upper bound, biased towards underprediction). This database "
         f"counts {'complete systems only' if setting == 'complete' else 'fill-ins too'} "
-        "(db_settings.model_hull_coverage)."], tables=[table])
+        "(db_settings.model_hull_coverage).", *suspicious], tables=[table])
 
 
 def _panels(n: int):

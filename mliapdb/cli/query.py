@@ -78,7 +78,8 @@ def _by_arg(by: tuple[str, ...]):
 
 
 def fair_options(ci: bool = True):
-    """``--common`` and, for statistics of errors, ``--ci`` and ``--seed``."""
+    """``--common``, ``--exclude-suspicious`` and, for statistics of errors, ``--ci`` and
+    ``--seed``."""
     from mliapdb.fair import DEFAULT_SEED, N_BOOT
 
     def decorate(f):
@@ -91,6 +92,11 @@ def fair_options(ci: bool = True):
                 help=f"Add percentile-bootstrap confidence intervals at this level (e.g. "
                 f"0.95) for MAE, mean signed error and fraction underpredicted: {N_BOOT} "
                 "resamples of the materials of each row.")(f)
+        f = click.option(
+            "--exclude-suspicious", "exclude_suspicious", is_flag=True, default=False,
+            help="Leave out suspicious relaxations (volume change, RMSD or energy drop below "
+            "the single point beyond the db_settings suspicious_* thresholds); stderr says "
+            "how many.")(f)
         return click.option(
             "--common", is_flag=True, default=False,
             help="Only materials that every compared model counts (under this convention "
@@ -135,7 +141,7 @@ def fair_options(ci: bool = True):
 @click.pass_context
 def ehull_mae(
     ctx, by, model, kind, convention, near_hull, bins, dataset, settings_hash, symprec,
-    symmetry_method, hull_coverage, common, ci, seed, fmt, db_path,
+    symmetry_method, hull_coverage, common, ci, seed, fmt, db_path, exclude_suspicious=False,
 ):
     """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
     of Ehull, per model and group."""
@@ -151,6 +157,7 @@ def ehull_mae(
         settings_hash=settings_hash, symprec=symprec, symmetry_method=symmetry_method,
         kind=kind.replace("-", "_"), convention=convention, near_hull=near_hull,
         bins=edges, hull_coverage=hull_coverage, common=common, ci=ci, seed=seed,
+        exclude_suspicious=exclude_suspicious,
     )
 
 
@@ -172,7 +179,7 @@ def ehull_mae(
 @db_option
 @click.pass_context
 def near_hull(ctx, threshold, by, model, kind, convention, hull_coverage, common, ci, seed,
-              fmt, db_path):
+              fmt, db_path, exclude_suspicious=False):
     """Ehull errors of the near-hull materials: are they underpredicted?"""
     from mliapdb.fair import check_level
     from mliapdb.queries import check_threshold
@@ -182,7 +189,8 @@ def near_hull(ctx, threshold, by, model, kind, convention, hull_coverage, common
     check_level(ci)
     _run_query(ctx, db_path, fmt, run, threshold=threshold, by=_by_arg(by), model=model,
                kind=kind.replace("-", "_"), convention=convention,
-               hull_coverage=hull_coverage, common=common, ci=ci, seed=seed)
+               hull_coverage=hull_coverage, common=common, ci=ci, seed=seed,
+               exclude_suspicious=exclude_suspicious)
 
 
 def _per_model_query(name: str, function: str, help_text: str, ci: bool = True) -> None:
@@ -198,7 +206,8 @@ def _per_model_query(name: str, function: str, help_text: str, ci: bool = True) 
     @format_option
     @db_option
     @click.pass_context
-    def command(ctx, by, model, kind, convention, common, fmt, db_path, ci=None, seed=None):
+    def command(ctx, by, model, kind, convention, common, fmt, db_path, ci=None, seed=None,
+                exclude_suspicious=False):
         from mliapdb import queries
         from mliapdb.fair import check_level
 
@@ -206,7 +215,7 @@ def _per_model_query(name: str, function: str, help_text: str, ci: bool = True) 
         extra = {"ci": ci, "seed": seed} if ci is not None else {}
         _run_query(ctx, db_path, fmt, getattr(queries, function), model=model,
                    kind=kind.replace("-", "_"), convention=convention, by=_by_arg(by),
-                   common=common, **extra)
+                   common=common, exclude_suspicious=exclude_suspicious, **extra)
 
 
 _per_model_query("energy-error", "energy_error",
@@ -226,7 +235,8 @@ _per_model_query("stability", "stability",
 @format_option
 @db_option
 @click.pass_context
-def relax_effect(ctx, by, model, kind, convention, common, ci, seed, fmt, db_path):
+def relax_effect(ctx, by, model, kind, convention, common, ci, seed, fmt, db_path,
+                 exclude_suspicious=False):
     """What relaxing does: Ehull errors of the same materials after a single point on the DFT
     structure and after a relaxation, and the relaxation energy."""
     from mliapdb.fair import check_level
@@ -235,7 +245,7 @@ def relax_effect(ctx, by, model, kind, convention, common, ci, seed, fmt, db_pat
     check_level(ci)
     _run_query(ctx, db_path, fmt, run, by=_by_arg(by), model=model,
                kind=kind.replace("-", "_"), convention=convention, common=common, ci=ci,
-               seed=seed)
+               seed=seed, exclude_suspicious=exclude_suspicious)
 
 
 @query.command("symmetry")
@@ -245,11 +255,12 @@ def relax_effect(ctx, by, model, kind, convention, common, ci, seed, fmt, db_pat
 @format_option
 @db_option
 @click.pass_context
-def symmetry(ctx, by, model, common, fmt, db_path):
+def symmetry(ctx, by, model, common, fmt, db_path, exclude_suspicious=False):
     """Space group kept / lowered / raised after relaxation, and RMSD, per model."""
     from mliapdb.queries import symmetry as run
 
-    _run_query(ctx, db_path, fmt, run, model=model, by=_by_arg(by), common=common)
+    _run_query(ctx, db_path, fmt, run, model=model, by=_by_arg(by), common=common,
+               exclude_suspicious=exclude_suspicious)
 
 
 @query.command("calculations")

@@ -91,7 +91,35 @@ SELECT
     (SELECT list_transform(string_split(value, ','), lambda x: CAST(trim(x) AS INTEGER))
         FROM db_settings WHERE key = 'dof_bins') AS dof_bins,
     coalesce((SELECT value FROM db_settings WHERE key = 'model_hull_coverage'), 'complete')
-        AS model_hull_coverage;
+        AS model_hull_coverage,
+    -- thresholds of a suspicious relaxation (stg_suspicious; docs/conventions.md)
+    coalesce((SELECT CAST(value AS DOUBLE) FROM db_settings
+        WHERE key = 'suspicious_volume_change'), 0.2) AS suspicious_volume_change,
+    coalesce((SELECT CAST(value AS DOUBLE) FROM db_settings
+        WHERE key = 'suspicious_rmsd'), 0.5) AS suspicious_rmsd,
+    coalesce((SELECT CAST(value AS DOUBLE) FROM db_settings
+        WHERE key = 'suspicious_energy_drop'), 0.3) AS suspicious_energy_drop;
+
+-- Converged relaxations flagged as suspicious (one row each, flagged ones only): the volume
+-- changed by more than suspicious_volume_change (|volume_ratio - 1|), the atoms moved by an
+-- RMSD above suspicious_rmsd (A), or the relaxed energy lies more than
+-- suspicious_energy_drop (eV/atom) below the single point on the DFT structure.
+-- suspicious_reason lists which (comma-separated: volume, rmsd, energy_drop).
+CREATE OR REPLACE VIEW stg_suspicious AS
+WITH flags AS (
+    SELECT
+        c.dataset, c.material_id, c.model, c.settings_hash, c.calc_kind, c.volume_ratio,
+        c.rmsd, (c.energy_relaxed - c.energy_single_point) / c.n_atoms AS relaxation_energy,
+        concat_ws(',',
+            CASE WHEN abs(c.volume_ratio - 1) > ss.suspicious_volume_change THEN 'volume' END,
+            CASE WHEN c.rmsd > ss.suspicious_rmsd THEN 'rmsd' END,
+            CASE WHEN (c.energy_relaxed - c.energy_single_point) / c.n_atoms
+                < -ss.suspicious_energy_drop THEN 'energy_drop' END) AS suspicious_reason
+    FROM calculations AS c
+    CROSS JOIN stg_stats_settings AS ss
+    WHERE c.calc_kind <> 'single_point' AND c.status = 'ok'
+)
+SELECT * FROM flags WHERE suspicious_reason <> '';
 
 -- Fingerprints: a count and an order-free hash of the columns a derived table was built from
 -- (bit_xor over rows of hash(hash(columns...)): DuckDB combines a multi-argument hash

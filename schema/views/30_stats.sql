@@ -157,14 +157,20 @@ WHERE r.build_id IN (SELECT build_id FROM stg_error_row_builds WHERE fresh);
 
 -- ehull_errors_all at the default symmetry tolerance and method; hull_counted says whether
 -- the statistics count the row (model_hull_coverage: complete systems only, or also
--- systems completed by fill-ins).
+-- systems completed by fill-ins); suspicious / suspicious_reason flag the relaxation
+-- (stg_suspicious, joined at read time: the thresholds are db_settings, not stored rows).
 CREATE OR REPLACE VIEW ehull_errors AS
 SELECT
     e.*,
     e.hull_complete OR (e.hull_complete_filled AND ss.model_hull_coverage = 'filled')
-        AS hull_counted
+        AS hull_counted,
+    s.suspicious_reason IS NOT NULL AS suspicious,
+    s.suspicious_reason
 FROM ehull_errors_all AS e
 CROSS JOIN stg_stats_settings AS ss
+LEFT JOIN stg_suspicious AS s
+    ON s.dataset = e.dataset AND s.material_id = e.material_id AND s.model = e.model
+    AND s.settings_hash = e.settings_hash AND s.calc_kind = e.calc_kind
 WHERE e.symprec = (SELECT symprec FROM stg_defaults)
     AND e.symmetry_method = (SELECT method FROM stg_defaults);
 
