@@ -66,6 +66,14 @@ def os_error_message(exc: OSError) -> str:
     return f"{where}: {what} - {hint}" if where else f"{what} - {hint}"
 
 
+def _one_line_click(exc: click.exceptions.ClickException) -> None:
+    """Make click's error message one printable line: an argument may hold control
+    characters, and a missing choice option lists its choices on lines of their own."""
+    text = one_line(exc.format_message())
+    exc.message = text
+    exc.format_message = lambda: text  # type: ignore[method-assign]
+
+
 def _fail(message: object, code: int = 1) -> None:
     click.echo(f"Error: {one_line(message)}", err=True)
     sys.exit(code)
@@ -81,7 +89,7 @@ class MliapdbGroup(click.Group):
         try:
             return super().parse_args(ctx, args)
         except click.exceptions.ClickException as exc:
-            exc.message = one_line(exc.message)
+            _one_line_click(exc)
             raise
 
     def invoke(self, ctx: click.Context):
@@ -90,7 +98,7 @@ class MliapdbGroup(click.Group):
         except MliapdbError as exc:
             _fail(exc)
         except click.exceptions.ClickException as exc:
-            exc.message = one_line(exc.message)
+            _one_line_click(exc)
             raise
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
