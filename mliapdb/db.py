@@ -173,7 +173,7 @@ def connect(path: str | Path, read_only: bool = False, create: bool = False):
     this code's views from an in-memory overlay. An ``http(s)://`` URL opens a remote
     snapshot read-only (:mod:`mliapdb.remote`).
     """
-    from mliapdb.dbfile import check_database_file, check_new_database_path
+    from mliapdb.dbfile import check_database_file, check_writable_location
     from mliapdb.remote import is_remote
 
     if is_remote(path):
@@ -187,7 +187,7 @@ def connect(path: str | Path, read_only: bool = False, create: bool = False):
                 f"no database at {path} - run 'mliapdb --db {path} ingest entries FILE...' "
                 "to create one, or pass --db"
             )
-        check_new_database_path(path)
+        check_writable_location(path)
     else:
         check_database_file(path)
     if read_only:
@@ -298,8 +298,9 @@ def opened(path: str | Path, read_only: bool = False,
            create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """:func:`connect` for the length of a block, closed afterwards; a database file this
     call created is removed again when the block fails (a refused command leaves nothing)."""
-    new = not read_only and create and isinstance(path, Path | str) and \
-        not str(path).lower().startswith(("http://", "https://")) and not Path(path).exists()
+    from mliapdb.remote import is_remote
+
+    new = not read_only and create and not is_remote(path) and not Path(path).exists()
     con = connect(path, read_only=read_only, create=create)
     try:
         yield con

@@ -62,14 +62,35 @@ def check_database_file(path: Path) -> None:
                        "file, or a new path to create one")
 
 
-def check_new_database_path(path: Path) -> None:
-    """A path where a new database can be created: its folder exists and is a folder."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise MliapdbError(f"cannot create {path}: the folder {parent} does not exist - create "
-                           "it first, or pass another --db")
-    if not parent.is_dir():
-        raise MliapdbError(f"cannot create {path}: {parent} is not a folder - pass another --db")
+def check_writable_location(path: Path) -> None:
+    """Refuse a local database path that is not valid UTF-8, whose folder does not exist, is
+    not a folder, or cannot be written (tried: a file created and removed there, which works
+    for root too)."""
+    import os
+    import tempfile
+
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MliapdbError(
+            f"--db {path}: the path is not valid UTF-8 - pass a --db with another name"
+        ) from exc
+    folder = Path(path).parent
+    try:
+        if not folder.exists():
+            raise MliapdbError(f"cannot create {path}: the folder {folder} does not exist - "
+                               "create it first, or pass another --db")
+        if not folder.is_dir():
+            raise MliapdbError(f"cannot create {path}: {folder} is not a folder - pass "
+                               "another --db")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".mliapdb-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise MliapdbError(
+            f"cannot write {path}: the folder {folder} is not writable "
+            f"({exc.strerror or exc}) - pass a --db in a folder you can write"
+        ) from exc
 
 
 # --- the reference catalog ---------------------------------------------------------------------

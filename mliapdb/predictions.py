@@ -114,6 +114,12 @@ class Layout:
     structure_column: str | None
 
 
+def _given_column(path: Path, columns: list[str], name: str, option: str, shown: str) -> str:
+    """``name`` (given with ``option``) if the file has that column, else a one-line error."""
+    if name not in columns:
+        raise MliapdbError(f"{path}: no column {name!r} ({option}; columns: {shown})")
+    return name
+
 def find_layout(path: Path, columns: list[str], model: str, kind: str,
                 energy_column: str | None = None, energy_unit: str | None = None,
                 structure_column: str | None = None) -> Layout:
@@ -125,10 +131,7 @@ def find_layout(path: Path, columns: list[str], model: str, kind: str,
         raise MliapdbError(f"{path}: no material_id column (columns: {shown}) - the file needs "
                            "one MP material id per row")
     if energy_column is not None:
-        if energy_column not in columns:
-            raise MliapdbError(f"{path}: no column {energy_column!r} (--energy-column; columns: "
-                               f"{shown})")
-        col = energy_column
+        col = _given_column(path, columns, energy_column, "--energy-column", shown)
     else:
         tiers = [
             [c for c in (*_PER_CELL_NAMES, f"{model}_energy") if c in columns],
@@ -157,10 +160,7 @@ def find_layout(path: Path, columns: list[str], model: str, kind: str,
     struct = None
     if kind == "relax":
         if structure_column is not None:
-            if structure_column not in columns:
-                raise MliapdbError(f"{path}: no column {structure_column!r} "
-                                   f"(--structure-column; columns: {shown})")
-            struct = structure_column
+            struct = _given_column(path, columns, structure_column, "--structure-column", shown)
         else:
             named = [c for c in ("relaxed_structure", f"{model}_structure") if c in columns]
             named = named or [c for c in columns if c.endswith("_structure")

@@ -14,15 +14,13 @@ import duckdb
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from trust import build_db, run
 
 from mliapdb.cli.main import cli
 from mliapdb.fair import N_BOOT
 
 MODELS = ("chgnet-0.2.0", "chgnet-0.3.0")
 
-
-def run(*args: str):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +38,7 @@ def db(tmp_path_factory, mp_dir: Path) -> dict:
         ("ingest", "relax", "--model", "chgnet-0.2.0", "--max-sites", "4", "--limit", "4",
          "--fmax", "0.3"),
     ]
-    for step in steps:
-        result = run("--db", path, *step)
-        assert result.exit_code == 0, result.output
+    build_db(path, *steps)
     with duckdb.connect(str(path), read_only=True) as con:
         cur = con.execute(
             "SELECT e.*, coalesce(d.is_hubbard, d.run_type = 'GGA+U') AS is_hubbard "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner
+from trust import send_range
 
 from mliapdb import __version__, db
 from mliapdb.cli.main import cli
@@ -49,32 +49,7 @@ class Handler(BaseHTTPRequestHandler):
         if not path.is_file():
             self.send_error(404)
             return
-        data = path.read_bytes()
-        start, end, status = 0, len(data) - 1, 200
-        if byte_range:
-            first, last = byte_range.removeprefix("bytes=").split("-")
-            start, end, status = int(first), min(int(last or len(data) - 1), len(data) - 1), 206
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-        body = data[start:end + 1]
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        self.end_headers()
-        cut = server.cut.pop(name, None)
-        if cut is not None:  # send `cut` bytes of the body, then drop the connection
-            self.wfile.write(body[:cut])
-            self.wfile.flush()
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.wfile.write(body)
+        send_range(self, path.read_bytes(), server.cut.pop(name, None))
 
 
 class FileServer(ThreadingHTTPServer):

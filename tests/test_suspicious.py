@@ -15,15 +15,13 @@ import duckdb
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from trust import build_db, run
 
 from mliapdb.cli.main import cli
 
 MODEL = "chgnet-0.3.0"
 CRAFTED = "mp-1221574"
 
-
-def run(*args) -> object:
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +32,7 @@ def db(tmp_path_factory, mp_dir: Path) -> Path:
         ("ingest", "relax", "--model", MODEL, "--kind", "single-point", "--max-sites", "6"),
         ("ingest", "relax", "--model", MODEL, "--max-sites", "6", "--fmax", "0.3"),
     ]
-    for step in steps:
-        result = run("--db", path, *step)
-        assert result.exit_code == 0, result.output
+    build_db(path, *steps)
     with duckdb.connect(str(path)) as con:
         n = con.execute(
             "UPDATE calculations SET volume_ratio = 0.645737, rmsd = 0.760809, "

@@ -102,29 +102,46 @@ def crafted_server() -> Iterator[CraftedServer]:
         server.server_close()
 
 
+def send_range(handler: BaseHTTPRequestHandler, data: bytes, cut: int | None = None) -> None:
+    """Answer ``handler``'s GET with ``data``, honouring a ``Range`` header (206, or 416 past
+    the end); with ``cut``, send that many bytes of the body and drop the connection."""
+    import socket
+
+    byte_range = handler.headers.get("Range")
+    start, end, status = 0, len(data) - 1, 200
+    if byte_range:
+        first, last = byte_range.removeprefix("bytes=").split("-")
+        start, end, status = int(first), min(int(last or len(data) - 1), len(data) - 1), 206
+        if start >= len(data):
+            handler.send_response(416)
+            handler.send_header("Content-Range", f"bytes */{len(data)}")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+    body = data[start:end + 1]
+    handler.send_response(status)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("Accept-Ranges", "bytes")
+    if status == 206:
+        handler.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+    handler.end_headers()
+    if cut is None:
+        handler.wfile.write(body)
+        return
+    handler.wfile.write(body[:cut])
+    handler.wfile.flush()
+    handler.close_connection = True
+    handler.connection.shutdown(socket.SHUT_RDWR)
+
+
 def file_route(path: Path) -> Responder:
     """A route serving the bytes of ``path`` (read at request time) with Range support."""
+    return lambda handler: send_range(handler, Path(path).read_bytes())
 
-    def respond(handler: BaseHTTPRequestHandler) -> None:
-        data = Path(path).read_bytes()
-        byte_range = handler.headers.get("Range")
-        start, end, status = 0, len(data) - 1, 200
-        if byte_range:
-            first, last = byte_range.removeprefix("bytes=").split("-")
-            start, end, status = int(first), min(int(last or len(data) - 1), len(data) - 1), 206
-            if start >= len(data):
-                handler.send_response(416)
-                handler.send_header("Content-Range", f"bytes */{len(data)}")
-                handler.send_header("Content-Length", "0")
-                handler.end_headers()
-                return
-        body = data[start:end + 1]
-        handler.send_response(status)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.send_header("Accept-Ranges", "bytes")
-        if status == 206:
-            handler.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        handler.end_headers()
-        handler.wfile.write(body)
 
-    return respond
+def build_db(path: Path, *steps: tuple) -> Path:
+    """Run each CLI step (arguments after ``--db path``) and assert it succeeded."""
+    for step in steps:
+        result = run("--db", path, *step)
+        assert result.exit_code == 0, (step, result.output)
+    return path

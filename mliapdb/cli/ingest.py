@@ -82,39 +82,14 @@ def _missing(path: Path) -> bool:
 
 
 def check_writable_db(db_path: str) -> None:
-    """Refuse a local ``--db`` whose folder does not exist, is not a folder, or cannot be
-    written (tried: a file created and removed there, which works for root too), and a path
-    that is not valid UTF-8. Remote URLs are left to :func:`mliapdb.db.connect`."""
-    import os
-    import tempfile
-
-    from mliapdb.errors import MliapdbError
+    """Refuse, before any file is parsed, a local ``--db`` that cannot be written
+    (:func:`mliapdb.dbfile.check_writable_location`); remote URLs are left to
+    :func:`mliapdb.db.connect`."""
+    from mliapdb.dbfile import check_writable_location
     from mliapdb.remote import is_remote
 
-    if is_remote(db_path):
-        return
-    try:
-        str(db_path).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise MliapdbError(
-            f"--db {db_path}: the path is not valid UTF-8 - pass a --db with another name"
-        ) from exc
-    folder = Path(db_path).parent
-    try:
-        if not folder.exists():
-            raise MliapdbError(f"cannot create {db_path}: the folder {folder} does not exist - "
-                               "create it first, or pass another --db")
-        if not folder.is_dir():
-            raise MliapdbError(f"cannot create {db_path}: {folder} is not a folder - pass "
-                               "another --db")
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".mliapdb-write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise MliapdbError(
-            f"cannot write {db_path}: the folder {folder} is not writable "
-            f"({exc.strerror or exc}) - pass a --db in a folder you can write"
-        ) from exc
+    if not is_remote(db_path):
+        check_writable_location(Path(db_path))
 
 
 def refresh_model_hulls(con) -> None:
