@@ -10,7 +10,7 @@ MACE_VENV ?= .venv-mace
 MACE_BIN := $(MACE_VENV)/bin
 
 .PHONY: install install-mace demo test lint bench bench-hull bench-relax bench-overhead \
-	bench-batched bench-stats bench-open docs docs-check clean
+	bench-batched bench-stats bench-open docs docs-check study clean
 
 install: $(VENV)/.installed
 
@@ -97,6 +97,12 @@ docs: install
 
 docs-check: install
 	$(BIN)/python -m mliapdb.cli.docs | diff -u docs/cli.md - && echo "docs/cli.md is up to date"
+
+# docs/study.md (and one report per kind in build/study/) rebuilt from the committed
+# per-material energies docs/study/predictions.csv.gz and the shared entries (~2 min).
+study: install
+	$(BIN)/python -m mliapdb.study build --data $(DATA) --predictions docs/study/predictions.csv.gz \
+	  --out docs/study.md --report-dir build/study
 
 clean:
 	rm -rf demo .pytest_cache

@@ -27,7 +27,7 @@ from mliapdb.db import insert_rows, now, transaction
 from mliapdb.errors import MliapdbError
 
 SOURCE = "predictions"
-KINDS = {"relax": "relax", "single-point": "single_point"}
+KINDS = {"relax": "relax", "relax-fixsym": "relax_fixsym", "single-point": "single_point"}
 """``--kind`` of an import: calculation kind stored."""
 ENERGY_UNITS = ("eV", "eV/atom")
 """eV per cell (Matbench Discovery's ``<model>_energy``) or eV per atom."""
@@ -112,6 +112,9 @@ class Layout:
     energy_column: str
     energy_unit: str
     structure_column: str | None
+    single_point_column: str | None = None
+    """Relaxations: the energy on the DFT structure (same unit), e.g. for the suspicious
+    energy-drop flag (``energy_single_point`` or ``<model>_energy_single_point``)."""
 
 
 def _given_column(path: Path, columns: list[str], name: str, option: str, shown: str) -> str:
@@ -158,7 +161,7 @@ def find_layout(path: Path, columns: list[str], model: str, kind: str,
                            "own elemental references - import the model's total energy")
     unit = energy_unit or ("eV/atom" if "per_atom" in col else "eV")
     struct = None
-    if kind == "relax":
+    if kind != "single-point":
         if structure_column is not None:
             struct = _given_column(path, columns, structure_column, "--structure-column", shown)
         else:
@@ -169,7 +172,11 @@ def find_layout(path: Path, columns: list[str], model: str, kind: str,
                 raise MliapdbError(f"{path}: several structure columns ({', '.join(named)}) - "
                                    "name the relaxed one with --structure-column")
             struct = named[0] if named else None
-    return Layout(col, unit, struct)
+    single = None
+    if kind != "single-point":
+        single = next((c for c in ("energy_single_point", f"{model}_energy_single_point")
+                       if c in columns), None)
+    return Layout(col, unit, struct, single)
 
 
 @dataclass(frozen=True)
@@ -259,16 +266,19 @@ class ImportReport:
 def settings_of(sha: str, path: Path, kind: str, layout: Layout) -> dict:
     return {"source": SOURCE, "file": str(Path(path).resolve()), "sha256": sha,
             "calc_kind": KINDS[kind], "energy_column": layout.energy_column,
-            "energy_unit": layout.energy_unit, "structure_column": layout.structure_column}
+            "energy_unit": layout.energy_unit, "structure_column": layout.structure_column,
+            **({"single_point_column": layout.single_point_column}
+               if layout.single_point_column else {})}
 
 
 def _previous(con, model: str, dataset: str, sha: str, kind: str, layout: Layout):
     return con.execute(
         "SELECT any_value(settings_hash), any_value(settings->>'file'), count(*) "
-        "FROM calculations WHERE model = ? AND dataset = ? AND calc_kind = ? "
+        "FROM calculations WHERE model = ? AND (? IS NULL OR dataset = ?) AND calc_kind = ? "
         "AND settings->>'source' = ? AND settings->>'sha256' = ? "
         "AND settings->>'energy_column' = ? AND settings->>'energy_unit' = ?",
-        [model, dataset, KINDS[kind], SOURCE, sha, layout.energy_column, layout.energy_unit],
+        [model, dataset, dataset, KINDS[kind], SOURCE, sha, layout.energy_column,
+         layout.energy_unit],
     ).fetchone()
 
 
@@ -291,19 +301,20 @@ def import_predictions(con: duckdb.DuckDBPyConnection, path: Path, model: str, k
     sha, columns, records = read_table(path)
     layout = find_layout(path, columns, model, kind, energy_column, energy_unit,
                          structure_column)
-    prev = _previous(con, model, dataset, sha, kind, layout)
+    per_row = "dataset" in columns  # rows name their dataset (a file of several snapshots)
+    prev = _previous(con, model, None if per_row else dataset, sha, kind, layout)
     if prev and prev[2]:
         return ImportReport(str(path), sha, model, prev[0], KINDS[kind], len(records), 0,
                             already_from=prev[1])
     settings = settings_of(sha, path, kind, layout)
     text = json.dumps(settings, sort_keys=True)
     shash = hashlib.sha256(text.encode()).hexdigest()[:16]
-    materials = {r[0]: r[1:] for r in con.execute(
-        "SELECT m.material_id, e.n_atoms, e.compat_status, m.composition FROM mp_materials m "
-        "JOIN dft_entries e USING (dataset, material_id) WHERE m.dataset = ?", [dataset]
-    ).fetchall()}
+    materials = {(r[0], r[1]): r[2:] for r in con.execute(
+        "SELECT m.dataset, m.material_id, e.n_atoms, e.compat_status, m.composition FROM "
+        "mp_materials m JOIN dft_entries e USING (dataset, material_id) "
+        "WHERE ? OR m.dataset = ?", [per_row, dataset]).fetchall()}
     lo, hi = ENERGY_PER_ATOM_RANGE
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
     rows = []
     created = now()
     for i, rec in enumerate(records, 1):
@@ -313,14 +324,22 @@ def import_predictions(con: duckdb.DuckDBPyConnection, path: Path, model: str, k
         if not isinstance(mid, str) or not mid:
             raise MliapdbError(f"{where}: no material id - every row needs its MP id")
         where = f"{path}: row {i} ({mid})"
-        if mid in seen:
-            raise MliapdbError(f"{where}: material id {mid} appears twice (rows {seen[mid]} and "
+        row_dataset = dataset
+        if per_row:
+            row_dataset = rec.get("dataset")
+            row_dataset = row_dataset.strip() if isinstance(row_dataset, str) else row_dataset
+            if not isinstance(row_dataset, str) or not row_dataset:
+                raise MliapdbError(f"{where}: no dataset - the file has a dataset column, so "
+                                   "every row names its dataset")
+        key = (row_dataset, mid)
+        if key in seen:
+            raise MliapdbError(f"{where}: material id {mid} appears twice (rows {seen[key]} and "
                                f"{i}) - keep one prediction per material")
-        seen[mid] = i
-        if mid not in materials:
-            raise MliapdbError(f"{where}: material id {mid} is not in dataset '{dataset}' of the "
-                               "database - ingest its entries first, or fix the id")
-        n_atoms, compat, composition = materials[mid]
+        seen[key] = i
+        if key not in materials:
+            raise MliapdbError(f"{where}: material id {mid} is not in dataset '{row_dataset}' "
+                               "of the database - ingest its entries first, or fix the id")
+        n_atoms, compat, composition = materials[key]
         if compat != "ok":
             raise MliapdbError(f"{where}: {mid} has no accepted DFT entry (rejected by MP2020) - "
                                "its prediction cannot be compared; leave the row out")
@@ -336,13 +355,29 @@ def import_predictions(con: duckdb.DuckDBPyConnection, path: Path, model: str, k
                 f"{where}: {layout.energy_column} gives {energy / n_atoms:.4g} eV/atom "
                 f"({n_atoms} atoms), outside {lo:g} to {hi:g} eV/atom - check the column and "
                 "--energy-unit (eV per cell or eV/atom)")
+        single_point = None
+        if layout.single_point_column is not None:
+            cell = rec.get(layout.single_point_column)
+            single_point = _number(cell)
+            if single_point is None and cell not in (None, ""):
+                raise MliapdbError(f"{where}: {layout.single_point_column} is {cell!r:.40}, "
+                                   "not a finite number (or leave the cell empty)")
+            if single_point is not None and layout.energy_unit == "eV/atom":
+                single_point *= n_atoms
+            if single_point is not None and not lo <= single_point / n_atoms <= hi:
+                raise MliapdbError(f"{where}: {layout.single_point_column} gives "
+                                   f"{single_point / n_atoms:.4g} eV/atom, outside {lo:g} to "
+                                   f"{hi:g} eV/atom")
         structure = None
         if layout.structure_column is not None:
             structure = _structure(where, rec.get(layout.structure_column),
                                    layout.structure_column, n_atoms, composition)
-        rows.append(_row(dataset, mid, model, shash, text, kind, n_atoms, energy, structure,
-                         created, target.checkpoint_sha256))
-    _add_symmetry(con, dataset, rows)
+        row = _row(row_dataset, mid, model, shash, text, kind, n_atoms, energy, structure,
+                   created, target.checkpoint_sha256)
+        if single_point is not None:
+            row["energy_single_point"] = single_point
+        rows.append(row)
+    _add_symmetry(con, rows)
     with transaction(con):
         if target.new_row is not None:
             insert_rows(con, "models", [target.new_row])
@@ -398,7 +433,7 @@ def _row(dataset, mid, model, shash, settings, kind, n_atoms, energy, structure,
     ).model_dump()
 
 
-def _add_symmetry(con, dataset: str, rows: list[dict]) -> None:
+def _add_symmetry(con, rows: list[dict]) -> None:
     """Space group before (the DFT structure) and after (the given relaxed structure), RMSD
     and volume ratio of the relaxations that carry a structure, as for local runs."""
     from pymatgen.core import Structure
@@ -408,11 +443,11 @@ def _add_symmetry(con, dataset: str, rows: list[dict]) -> None:
     todo = [r for r in rows if r["relaxed_structure"] is not None]
     if not todo:
         return
-    dft = dict(con.execute(
-        "SELECT material_id, structure FROM mp_materials WHERE dataset = ? AND material_id IN "
-        "(SELECT unnest(?))", [dataset, [r["material_id"] for r in todo]]).fetchall())
+    dft = {(d, m): s for d, m, s in con.execute(
+        "SELECT dataset, material_id, structure FROM mp_materials WHERE material_id IN "
+        "(SELECT unnest(?))", [[r["material_id"] for r in todo]]).fetchall()}
     for r in todo:
-        before = Structure.from_dict(json.loads(dft[r["material_id"]]))
+        before = Structure.from_dict(json.loads(dft[(r["dataset"], r["material_id"])]))
         after = Structure.from_dict(json.loads(r["relaxed_structure"]))
         r["spacegroup_before"] = _spacegroup(before)
         r["spacegroup_after"] = _spacegroup(after)
@@ -455,8 +490,7 @@ def prediction_rows(con: duckdb.DuckDBPyConnection, model: str, kind: str = "rel
     ``material_id``, ``formula``, ``n_atoms``, ``energy`` (the model's raw energy, eV per
     cell: the single point, or the converged relaxed energy), ``relaxed_structure`` (JSON;
     relaxations only)."""
-    ckind = {"relax": "relax", "relax-fixsym": "relax_fixsym",
-             "single-point": "single_point"}.get(kind)
+    ckind = KINDS.get(kind)
     if ckind is None:
         raise MliapdbError(f"--kind {kind}: use relax, relax-fixsym or single-point")
     where = "c.model = ? AND c.calc_kind = ? AND c.status = 'ok'"

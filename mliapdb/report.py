@@ -27,14 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mliapdb.claims import CI_LEVEL, HIGH_DOF
+from mliapdb.claims import frac as _frac
+from mliapdb.claims import mev as _mev
 from mliapdb.errors import MliapdbError
 
 CONVENTIONS = ("dft-hull", "model-hull", "model-hull-dft-refs")
 KINDS = {"relax": "relax", "relax-fixsym": "relax_fixsym", "single-point": "single_point"}
 _KIND_OPTION = {v: k for k, v in KINDS.items()}  # calc_kind -> --kind value
-HIGH_DOF = 40  # claim (c): DOF > HIGH_DOF is "high DOF"
-MAE_CLAIM_MEV = 30.0  # claim (b), meV/atom
-HIGH_DOF_MAE_CLAIM_MEV = 40.0  # claim (c), meV/atom
 DPI = 120
 PANEL_SIZE = (4.0, 3.6)  # inches per panel of a multi-panel figure
 SINGLE_SIZE = (6.0, 4.0)  # inches, a one-panel figure
@@ -168,18 +168,6 @@ def _html_table(table: Table) -> str:
 
 
 # --- formatting -----------------------------------------------------------------------------
-
-
-def _mev(x: float | None) -> str:
-    """eV/atom -> meV/atom, one decimal."""
-    if x is None or math.isnan(x):
-        return ""
-    text = f"{1000 * x:.1f}"
-    return "0.0" if text == "-0.0" else text
-
-
-def _frac(x: float | None) -> str:
-    return "" if x is None or math.isnan(x) else f"{x:.3f}"
 
 
 def _num(x: float | None, digits: int = 2) -> str:
@@ -358,103 +346,20 @@ def _pooled_mae(rows: list[dict]) -> tuple[float | None, int]:
     return sum(r["n"] * r["mae"] for r in rows) / n, n
 
 
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
-
-
-CI_LEVEL = 0.95
-"""Confidence level of the claims' and the common tables' intervals."""
-
-
-def _interval(values: Sequence[float], columns) -> list[tuple[float, float]]:
-    """95 % percentile-bootstrap intervals (:func:`mliapdb.fair.bootstrap_means`, default
-    seed) of the means of ``columns`` (functions of the errors array)."""
-    import numpy as np
-
-    from mliapdb.fair import DEFAULT_SEED, bootstrap_means
-
-    e = np.asarray(values, dtype=float)
-    bounds = bootstrap_means(np.column_stack([f(e) for f in columns]), CI_LEVEL, DEFAULT_SEED)
-    return [(float(lo), float(hi)) for lo, hi in bounds]
-
-
-def _ci(lo: float, hi: float, mev: bool = True) -> str:
-    f = _mev if mev else _frac
-    return f"[{f(lo)}, {f(hi)}]"
-
-
-def _verdict(n: int, yes: bool, no: bool, n_min: int) -> str:
-    """yes / no from an interval that excludes the other side, else inconclusive; fewer than
-    ``n_min`` materials: inconclusive."""
-    if n < n_min:
-        return f"inconclusive (n = {n} < {n_min})"
-    return "yes" if yes else "no" if no else "inconclusive"
-
-
-def _under_claim(errors: Sequence[float], n_min: int) -> str:
-    """Underpredicted: mean signed error < 0 and fraction underpredicted > 0.5, both
-    intervals on that side (yes) or one on the other (no)."""
-    import numpy as np
-
-    e = np.asarray(errors, dtype=float)
-    (m_lo, m_hi), (f_lo, f_hi) = _interval(e, [lambda x: x, lambda x: x < 0])
-    verdict = _verdict(len(e), m_hi < 0 and f_lo > 0.5, m_lo >= 0 or f_hi <= 0.5, n_min)
-    return (f"{verdict} (mean signed error {_mev(float(e.mean()))} meV/atom "
-            f"{_ci(m_lo, m_hi)}, fraction underpredicted {_frac(float(np.mean(e < 0)))} "
-            f"{_ci(f_lo, f_hi, False)}, n = {len(e)})")
-
-
 def claims(data: ConventionData, series: Series, n_min: int | None = None) -> list[str]:
-    """The study's four claims (see :data:`CLAIMS_TEXT`) for one model and convention, as
+    """The study's four claims (:mod:`mliapdb.claims`) for one model and convention, as
     computed statements with their numbers (meV/atom) and 95 % bootstrap intervals: yes or
     no only where the interval excludes the other side and n >= ``n_min`` (default
     :data:`mliapdb.fair.N_MIN`), else inconclusive."""
-    import numpy as np
+    from mliapdb.claims import evaluate
 
-    from mliapdb.fair import N_MIN
-
-    n_min = N_MIN if n_min is None else n_min
-    overall = data.grouped("all", series, "all")
     rows = data.errors[series]
-    if not overall or not rows:
+    if not rows:
         return [f"{series.label}, {data.convention}: no complete results"]
-    a = overall[0]
-    errors = [r["e_above_hull_error"] for r in rows]
-    ((mae_lo, mae_hi),) = _interval(errors, [np.abs])
-    out = [
-        f"(a) Ehull systematically underpredicted: {_under_claim(errors, n_min)}",
-        f"(b) MAE > {MAE_CLAIM_MEV:g} meV/atom: "
-        f"{_verdict(a['n'], 1000 * mae_lo > MAE_CLAIM_MEV, 1000 * mae_hi < MAE_CLAIM_MEV, n_min)}"
-        f" (MAE {_mev(a['mae'])} meV/atom {_ci(mae_lo, mae_hi)}, n = {a['n']})",
-    ]
-    by_dof = data.grouped("all", series, "dof")
-    high, n_high = _pooled_mae([r for r in by_dof if r["group_order"] > HIGH_DOF])
-    low, n_low = _pooled_mae([r for r in by_dof if r["group_order"] <= HIGH_DOF])
-    head = (
-        f"(c) MAE at DOF > {HIGH_DOF} above {HIGH_DOF_MAE_CLAIM_MEV:g} meV/atom and above the "
-        f"MAE at DOF <= {HIGH_DOF}:"
-    )
-    if high is None or low is None:
-        missing = f"DOF > {HIGH_DOF}" if high is None else f"DOF <= {HIGH_DOF}"
-        out.append(f"{head} not determined (no materials with {missing})")
-    else:
-        ((h_lo, h_hi),) = _interval([r["e_above_hull_error"] for r in rows
-                                     if r["dof"] > HIGH_DOF], [np.abs])
-        ((l_lo, l_hi),) = _interval([r["e_above_hull_error"] for r in rows
-                                     if r["dof"] <= HIGH_DOF], [np.abs])
-        limit = HIGH_DOF_MAE_CLAIM_MEV / 1000
-        verdict = _verdict(min(n_high, n_low), h_lo > limit and h_lo > l_hi,
-                           h_hi < limit or h_hi < l_lo, n_min)
-        out.append(
-            f"{head} {verdict} (MAE {_mev(high)} meV/atom at DOF > {HIGH_DOF}, "
-            f"n = {n_high}; {_mev(low)} meV/atom at DOF <= {HIGH_DOF}, n = {n_low}; "
-            f"intervals {_ci(h_lo, h_hi)} and {_ci(l_lo, l_hi)})"
-        )
-    near = [r["e_above_hull_error"] for r in rows if r["near_hull"]]
-    head = "(d) near-hull materials underpredicted:"
-    out.append(f"{head} {_under_claim(near, n_min)}" if near
-               else f"{head} not determined (none)")
-    return [f"{series.label}, {data.convention}: {c}" for c in out]
+    found = evaluate([r["e_above_hull_error"] for r in rows], [r["dof"] for r in rows],
+                     [bool(r["near_hull"]) for r in rows], n_min)
+    return [f"{series.label}, {data.convention}: ({c.key}) {c.title}: {c.statement}"
+            for c in found]
 
 
 def _common_tables(data: ConventionData, series: Sequence[Series]) -> list[Table]:
@@ -928,8 +833,8 @@ def build_report(
         near_hull_mev = 1000 * near_hull
         model_rows = _fetch(
             con,
-            "SELECT name, family, version, training_set, functional, energy_convention "
-            "FROM models ORDER BY name",
+            "SELECT name, family, version, training_set, functional, energy_convention, "
+            "trained_with_u FROM models ORDER BY name",
         )
         n_materials, datasets = con.execute(
             "SELECT count(*), string_agg(DISTINCT dataset, ', ' ORDER BY dataset) FROM materials"
@@ -971,13 +876,18 @@ def build_report(
     model_table = _table(
         "", [("model", False), ("family", False), ("version", False),
                    ("training set", False), ("functional", False),
-                   ("energy convention", False), ("settings", False)],
+                   ("energy convention", False), ("compared on", False), ("settings", False)],
         [
             [m["name"], m["family"], m["version"], m["training_set"] or "",
              m["functional"] or "", m["energy_convention"],
+             "GGA entries only (trained without +U)" if m["trained_with_u"] is False
+             else "GGA and GGA+U entries",
              ", ".join(s.settings_hash for s in series if s.model == m["name"])]
             for m in model_rows if m["name"] in used
         ],
+        note="A model trained without +U is compared only on the entries MP computed without "
+             "U: its GGA+U rows would measure the missing U, not the model."
+        if any(m["trained_with_u"] is False for m in model_rows if m["name"] in used) else "",
     )
     sections = [Section("Models", tables=[model_table]), coverage]
     summary = Section(

@@ -251,3 +251,42 @@ def test_refusals_leave_the_database_unchanged(fresh: Path, tmp_path: Path) -> N
     assert digest(fresh) == before
     assert duckdb.connect(str(fresh), read_only=True).execute(
         "SELECT count(*) FROM calculations").fetchone()[0] == 0
+
+
+def test_dataset_column_single_point_column_and_relax_fixsym(entries_db: Path, mp_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """A file of several snapshots (a dataset column) imports in one go under one settings
+    hash; a relaxation's single point (energy_single_point) is stored, so a relaxed energy
+    far below it is flagged; relax-fixsym is a kind of its own."""
+    path = tmp_path / "two.duckdb"
+    shutil.copy(entries_db, path)
+    ok("--db", path, "ingest", "entries", "--dataset", "other", mp_dir / "Mn_O_entries.json.gz")
+    a, b, _ = mbd_rows(path)
+    n_b = len(b["chgnet_structure"]["sites"])
+    rows = [{"dataset": "mp", **a, "energy_single_point": a["chgnet_energy"] + 0.001},
+            {"dataset": "other", **a, "energy_single_point": ""},
+            {"dataset": "other", **b, "energy_single_point": b["chgnet_energy"] + 0.5 * n_b}]
+    src = write_csv(tmp_path / "fixsym.csv", rows)
+    ok("--db", path, "ingest", "predictions", src, "--model", MODEL, "--kind", "relax-fixsym")
+    stored = query(path, "SELECT dataset, material_id, calc_kind, energy_relaxed, "
+                   "energy_single_point, settings_hash FROM calculations ORDER BY ALL")
+    assert [r[:3] for r in stored] == sorted(
+        [("mp", a["material_id"], "relax_fixsym"), ("other", a["material_id"], "relax_fixsym"),
+         ("other", b["material_id"], "relax_fixsym")])
+    assert len({r[5] for r in stored}) == 1
+    by_key = {(r[0], r[1]): r for r in stored}
+    assert by_key[("mp", a["material_id"])][4] == pytest.approx(a["chgnet_energy"] + 0.001)
+    assert by_key[("other", a["material_id"])][4] is None
+    flagged = query(path, "SELECT dataset, material_id, suspicious_reason FROM stg_suspicious")
+    assert flagged == [("other", b["material_id"], "energy_drop")]
+    # a bad dataset or single-point cell refuses the whole file, naming the row
+    for name, bad, pieces in (
+            ("no-such-dataset", [rows[0], {**rows[1], "dataset": "zz"}],
+             ("row 2", "not in dataset 'zz'")),
+            ("empty-dataset", [{**rows[0], "dataset": ""}], ("row 1", "no dataset")),
+            ("text-single-point", [{**rows[0], "energy_single_point": "low"}],
+             ("row 1", "energy_single_point", "not a finite number"))):
+        with unchanged(path):
+            assert_one_line_error(run("--db", path, "ingest", "predictions",
+                                      write_csv(tmp_path / f"{name}.csv", bad), "--model",
+                                      MODEL, "--kind", "relax"), *pieces)

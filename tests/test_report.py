@@ -236,3 +236,21 @@ def test_errors_are_one_line(study: dict, tmp_path: Path) -> None:
     )
     assert result.stdout == ""
     assert not (tmp_path / "d").exists()
+
+
+def test_models_table_says_which_entries_a_no_u_model_is_compared_on(
+        study: dict, tmp_path: Path) -> None:
+    path = tmp_path / "no-u.duckdb"
+    shutil.copy(study["path"], path)
+    with duckdb.connect(str(path)) as con:
+        con.execute("UPDATE models SET trained_with_u = false WHERE name = 'model-b'")
+    rep.build_report(path, tmp_path / "out", conventions=["dft-hull"])
+    md = (tmp_path / "out" / "report.md").read_text()
+    rows: dict[str, str] = {}  # the first table, Models
+    for r in md.splitlines():
+        if r.startswith("| model-"):
+            rows.setdefault(r.split("|")[1].strip(), r)
+    cells = {m: [c.strip() for c in r.split("|")] for m, r in rows.items()}
+    assert "GGA entries only (trained without +U)" in cells["model-b"]
+    assert "GGA and GGA+U entries" in cells["model-a"]
+    assert "A model trained without +U is compared only on the entries MP computed" in md

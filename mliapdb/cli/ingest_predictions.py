@@ -16,11 +16,13 @@ from mliapdb.cli.output import emit, format_option, status
 @click.option("--model", required=True,
               help="Model the predictions are of: one of 'mliapdb models', or registered in "
               "the database (ingest relax --as); its energy convention applies.")
-@click.option("--kind", required=True, type=click.Choice(["relax", "single-point"]),
-              help="relax: energies of relaxed structures; single-point: of the DFT "
-              "structures.")
+@click.option("--kind", required=True,
+              type=click.Choice(["relax", "relax-fixsym", "single-point"]),
+              help="relax: energies of relaxed structures; relax-fixsym: of relaxations "
+              "that kept the DFT space group; single-point: of the DFT structures.")
 @click.option("--dataset", default="mp", show_default=True,
-              help="Dataset whose materials the ids name.")
+              help="Dataset whose materials the ids name (a file with a dataset "
+              "column names each row's).")
 @click.option("--energy-column", default=None, metavar="COL",
               help="Column of the model's energy (default: energy, e_pred, MODEL_energy, the "
               "one column ending in _energy, or energy_per_atom).")
