@@ -218,3 +218,10 @@ def aggregate_coded(
             cells.append(f"{in_group}/{int(group_any[g])}")
         done.append((s, g, first, cells))
     return done, n_common, n_any
+
+
+def compared_on(trained_with_u: bool | None) -> str:
+    """The entries a model is compared on, by ``models.trained_with_u`` (False: trained
+    without +U, so only entries MP computed without U)."""
+    return ("GGA entries only (trained without +U)" if trained_with_u is False
+            else "GGA and GGA+U entries")

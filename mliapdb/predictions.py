@@ -313,7 +313,6 @@ def import_predictions(con: duckdb.DuckDBPyConnection, path: Path, model: str, k
         "SELECT m.dataset, m.material_id, e.n_atoms, e.compat_status, m.composition FROM "
         "mp_materials m JOIN dft_entries e USING (dataset, material_id) "
         "WHERE ? OR m.dataset = ?", [per_row, dataset]).fetchall()}
-    lo, hi = ENERGY_PER_ATOM_RANGE
     seen: dict[tuple[str, str], int] = {}
     rows = []
     created = now()
@@ -343,31 +342,13 @@ def import_predictions(con: duckdb.DuckDBPyConnection, path: Path, model: str, k
         if compat != "ok":
             raise MliapdbError(f"{where}: {mid} has no accepted DFT entry (rejected by MP2020) - "
                                "its prediction cannot be compared; leave the row out")
-        value = rec.get(layout.energy_column)
-        energy = _number(value)
-        if energy is None:
-            raise MliapdbError(f"{where}: {layout.energy_column} is {value!r:.40}, not a finite "
-                               "number")
-        if layout.energy_unit == "eV/atom":
-            energy *= n_atoms
-        if not lo <= energy / n_atoms <= hi:
-            raise MliapdbError(
-                f"{where}: {layout.energy_column} gives {energy / n_atoms:.4g} eV/atom "
-                f"({n_atoms} atoms), outside {lo:g} to {hi:g} eV/atom - check the column and "
-                "--energy-unit (eV per cell or eV/atom)")
+        energy = _cell_energy(where, rec, layout.energy_column, layout.energy_unit, n_atoms,
+                              ENERGY_PER_ATOM_RANGE)
         single_point = None
         if layout.single_point_column is not None:
-            cell = rec.get(layout.single_point_column)
-            single_point = _number(cell)
-            if single_point is None and cell not in (None, ""):
-                raise MliapdbError(f"{where}: {layout.single_point_column} is {cell!r:.40}, "
-                                   "not a finite number (or leave the cell empty)")
-            if single_point is not None and layout.energy_unit == "eV/atom":
-                single_point *= n_atoms
-            if single_point is not None and not lo <= single_point / n_atoms <= hi:
-                raise MliapdbError(f"{where}: {layout.single_point_column} gives "
-                                   f"{single_point / n_atoms:.4g} eV/atom, outside {lo:g} to "
-                                   f"{hi:g} eV/atom")
+            single_point = _cell_energy(where, rec, layout.single_point_column,
+                                        layout.energy_unit, n_atoms, ENERGY_PER_ATOM_RANGE,
+                                        optional=True)
         structure = None
         if layout.structure_column is not None:
             structure = _structure(where, rec.get(layout.structure_column),
@@ -431,6 +412,28 @@ def _row(dataset, mid, model, shash, settings, kind, n_atoms, energy, structure,
         calc_kind=KINDS[kind], engine=SOURCE, spacegroup_before=None, rmsd=None,
         volume_ratio=None, checkpoint_sha256=sha,
     ).model_dump()
+
+
+def _cell_energy(where: str, rec: dict, column: str, unit: str, n_atoms: int,
+                 bounds: tuple[float, float], optional: bool = False) -> float | None:
+    """The energy of ``rec[column]`` in eV per cell (``unit`` eV or eV/atom), within
+    ``bounds`` eV/atom; an empty cell is None where ``optional``."""
+    value = rec.get(column)
+    energy = _number(value)
+    if energy is None:
+        if optional and value in (None, ""):
+            return None
+        raise MliapdbError(f"{where}: {column} is {value!r:.40}, not a finite number"
+                           + (" (or leave the cell empty)" if optional else ""))
+    if unit == "eV/atom":
+        energy *= n_atoms
+    lo, hi = bounds
+    if not lo <= energy / n_atoms <= hi:
+        raise MliapdbError(
+            f"{where}: {column} gives {energy / n_atoms:.4g} eV/atom ({n_atoms} atoms), "
+            f"outside {lo:g} to {hi:g} eV/atom - check the column and --energy-unit (eV per "
+            "cell or eV/atom)")
+    return energy
 
 
 def _add_symmetry(con, rows: list[dict]) -> None:

@@ -31,6 +31,7 @@ from mliapdb.claims import CI_LEVEL, HIGH_DOF
 from mliapdb.claims import frac as _frac
 from mliapdb.claims import mev as _mev
 from mliapdb.errors import MliapdbError
+from mliapdb.fair import compared_on
 
 CONVENTIONS = ("dft-hull", "model-hull", "model-hull-dft-refs")
 KINDS = {"relax": "relax", "relax-fixsym": "relax_fixsym", "single-point": "single_point"}
@@ -880,8 +881,7 @@ def build_report(
         [
             [m["name"], m["family"], m["version"], m["training_set"] or "",
              m["functional"] or "", m["energy_convention"],
-             "GGA entries only (trained without +U)" if m["trained_with_u"] is False
-             else "GGA and GGA+U entries",
+             compared_on(m["trained_with_u"]),
              ", ".join(s.settings_hash for s in series if s.model == m["name"])]
             for m in model_rows if m["name"] in used
         ],

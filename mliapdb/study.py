@@ -34,8 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mliapdb.claims import HIGH_DOF, KEYS, TITLES, Claim, evaluate, frac, mev
+from mliapdb.claims import HIGH_DOF, KEYS, TITLES, Claim, evaluate, frac, interval, mev
 from mliapdb.errors import MliapdbError
+from mliapdb.fair import N_MIN, compared_on
+from mliapdb.predictions import KINDS, import_predictions
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ snapshot; the emmet Li-Fe-O file only for the materials the others lack): every 
 over distinct materials, each with the Ehull of its own dataset's hull."""
 
 KIND_ORDER = ("single-point", "relax", "relax-fixsym")
-CALC_KIND = {"single-point": "single_point", "relax": "relax", "relax-fixsym": "relax_fixsym"}
+CALC_KIND = KINDS
+"""``--kind`` -> stored calculation kind."""
 CONVENTIONS = ("dft-hull", "model-hull", "model-hull-dft-refs")
 COLUMNS = ("dataset", "material_id", "model", "kind", "status", "energy",
            "energy_single_point", "n_steps", "relaxed_structure")
@@ -211,7 +214,6 @@ def build_database(data: Path, predictions: Path, db_path: Path,
     from mliapdb import db
     from mliapdb.derived import refresh_derived
     from mliapdb.ingest import ingest_entry_files
-    from mliapdb.predictions import import_predictions
 
     rows = read_predictions(predictions)
     con = db.connect(db_path, create=True)
@@ -295,15 +297,12 @@ class Summary:
 
 
 def summarize(errors: Sequence[float]) -> Summary:
-    from mliapdb.claims import CI_LEVEL
-    from mliapdb.fair import DEFAULT_SEED, bootstrap_means
-
     e = np.asarray(errors, dtype=float)
     if not len(e):
         nan = (float("nan"),) * 3
         return Summary(0, nan, nan, nan)
-    cols = np.column_stack([np.abs(e), e, e < 0])
-    (a_lo, a_hi), (m_lo, m_hi), (u_lo, u_hi) = bootstrap_means(cols, CI_LEVEL, DEFAULT_SEED)
+    (a_lo, a_hi), (m_lo, m_hi), (u_lo, u_hi) = interval(
+        e, [np.abs, lambda x: x, lambda x: x < 0])
     return Summary(len(e), (float(np.abs(e).mean()), a_lo, a_hi),
                    (float(e.mean()), m_lo, m_hi), (float(np.mean(e < 0)), u_lo, u_hi))
 
@@ -319,13 +318,7 @@ def _frac_ci(t: tuple[float, float, float]) -> str:
 def _short(c: Claim) -> str:
     if c.verdict == "not determined":
         return "n/a"
-    return c.verdict if c.n >= _n_min() else f"inconclusive (n {c.n})"
-
-
-def _n_min() -> int:
-    from mliapdb.fair import N_MIN
-
-    return N_MIN
+    return c.verdict if c.n >= N_MIN else f"inconclusive (n {c.n})"
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence], numeric: Sequence[bool]) -> list[str]:
@@ -436,8 +429,7 @@ def _models_section(data: StudyData) -> list[str]:
     body = []
     for m in data.models:
         cells = [m["name"], m["training_set"] or "", m["energy_convention"],
-                 "GGA entries only (trained without +U)" if m["trained_with_u"] is False
-                 else "GGA and GGA+U"]
+                 compared_on(m["trained_with_u"])]
         for k in kinds:
             c = counts.get((m["name"], k))
             if not c:
