@@ -101,7 +101,7 @@ docs-check: install
 # docs/study.md (and one report per kind in build/study/) rebuilt from the committed
 # per-material energies docs/study/predictions.csv.gz and the shared entries (~2 min).
 study: install
-	$(BIN)/python -m mliapdb.study build --data $(DATA) --predictions docs/study/predictions.csv.gz \
+	$(BIN)/python -m mliapdb.analysis.study build --data $(DATA) --predictions docs/study/predictions.csv.gz \
 	  --out docs/study.md --report-dir build/study
 
 clean:

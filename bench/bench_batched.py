@@ -6,9 +6,9 @@ Workload: the first N distinct materials of the shared MP entry files (every ent
 they are; the protocol of ``mliapdb ingest relax`` (FIRE + FrechetCellFilter, fmax 0.05 eV/A,
 500 steps). Rows:
 
-* ``ase serial``: :func:`mliapdb.relax.relax_structure`, one structure at a time;
-* ``torch-sim batched``: :func:`mliapdb.batched.relax_batched`, in-flight batching of at most
-  ``--max-atoms`` atoms;
+* ``ase serial``: :func:`mliapdb.compute.relaxation.relax_structure`, one structure at a time;
+* ``torch-sim batched``: :func:`mliapdb.compute.batched.relax_batched`, in-flight batching of
+  at most ``--max-atoms`` atoms;
 * ``ceiling``: batched single points (energy + forces + stress) per second over the same
   structures, in batches of ``--max-atoms``, divided by the mean number of FIRE steps + 1
   (the model evaluations a relaxation needs): what a relaxation engine with no overhead but
@@ -37,8 +37,8 @@ from mliapdb.config import shared_data_dir
 def load_structures(data: Path, n: int):
     from pymatgen.core import Structure
 
-    from mliapdb.entries import material_id_of, read_entry_file
     from mliapdb.errors import MliapdbError
+    from mliapdb.materials.entries import material_id_of, read_entry_file
 
     seen: dict[str, dict] = {}
     for path in sorted((data / "mp").glob("*.json.gz")):
@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch_sim.state import initialize_state
 
-    from mliapdb.batched import default_max_atoms, relax_batched
-    from mliapdb.models import get_model_spec, make_calculator
-    from mliapdb.models.batched_factories import make_batched_model
-    from mliapdb.relax import RelaxSettings, relax_structure
+    from mliapdb.compute.batched import default_max_atoms, relax_batched
+    from mliapdb.compute.models import get_model_spec, make_calculator
+    from mliapdb.compute.models.batched_factories import make_batched_model
+    from mliapdb.compute.relaxation import RelaxSettings, relax_structure
 
     torch.set_num_threads(args.threads)
     structures = load_structures(args.data, args.n)

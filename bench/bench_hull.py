@@ -1,4 +1,4 @@
-"""Benchmark :func:`mliapdb.hull.compute_hull` against pymatgen's ``PatchedPhaseDiagram``.
+"""Benchmark :func:`mliapdb.materials.hull.compute_hull` against pymatgen's ``PatchedPhaseDiagram``.
 
 Workload: the 85,014 MP compositions of ``compositions/CritExam__Ef_{train,val,test}.csv``
 (formation energy per atom, eV/atom) plus every element at 0 eV/atom, all in one dataset.
@@ -32,7 +32,7 @@ from pymatgen.analysis.phase_diagram import PatchedPhaseDiagram, PDEntry, PhaseD
 from pymatgen.core import Composition
 
 from mliapdb.config import shared_data_dir
-from mliapdb.hull import compute_hull
+from mliapdb.materials.hull import compute_hull
 
 TOL = 1e-6
 """eV/atom: largest accepted difference from pymatgen."""
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|")
     print(f"| pymatgen PatchedPhaseDiagram (*) | {n} | {t_ref:.2f} | 1.0 | reference | reference |")
     print(
-        f"| mliapdb.hull.compute_hull | {n} | {t_ours:.2f} | {t_ref / t_ours:.1f} | "
+        f"| mliapdb.materials.hull.compute_hull | {n} | {t_ours:.2f} | {t_ref / t_ours:.1f} | "
         f"{d_hull:.1e} | {d_form:.1e} |"
     )
     print()

@@ -1,4 +1,5 @@
-"""What the file checks cost: opening a database read-only with ``mliapdb.db.connect`` (header,
+"""What the file checks cost: opening a database read-only with ``mliapdb.store.database.connect``
+(header,
 catalog and view-definition checks; an overlay where the file's views differ) against a plain
 ``duckdb.connect(path, read_only=True)``, on a real database built from the shared MP
 entries. Each open is followed by one ``count(*)`` of the ``materials`` view.
@@ -36,7 +37,8 @@ def _median_ms(open_fn, path: Path) -> float:
 
 def _cold_cli_ms(path: Path) -> float:
     """One whole process: import mliapdb, build the reference catalog, open, count."""
-    code = ("import sys, mliapdb.db as db; c = db.connect(sys.argv[1], read_only=True); "
+    code = ("import sys, mliapdb.store.database as db; "
+            "c = db.connect(sys.argv[1], read_only=True); "
             "c.execute('SELECT count(*) FROM materials').fetchall()")
     times = []
     for _ in range(5):
@@ -50,9 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     args = parser.parse_args()
-    from mliapdb import db
-    from mliapdb.dbfile import reference_catalog
-    from mliapdb.ingest import ingest_entry_files
+    from mliapdb.materials.ingest import ingest_entry_files
+    from mliapdb.store import database as db
+    from mliapdb.store.file import reference_catalog
 
     folder = Path(tempfile.mkdtemp(prefix="mliapdb-bench-open-"))
     try:

@@ -1,5 +1,5 @@
 """Benchmark what the pipeline costs on top of the model: ``mliapdb ingest relax``'s
-:func:`~mliapdb.calculations.run_calculations` (DuckDB reads and one committed row per
+:func:`~mliapdb.compute.run.run_calculations` (DuckDB reads and one committed row per
 material, structure JSON, single point, divergence guards, space group before and after,
 RMSD, provenance) against the bare model calls on the same structures: an ASE calculator and
 FIRE on a FrechetCellFilter, nothing else. Same model, settings, process and torch threads.
@@ -33,7 +33,7 @@ def bare(structures, spec, settings) -> tuple[float, int]:
     import ase.optimize
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from mliapdb.models import make_calculator
+    from mliapdb.compute.models import make_calculator
 
     start = time.perf_counter()
     calc = make_calculator(spec)
@@ -51,16 +51,17 @@ def bare(structures, spec, settings) -> tuple[float, int]:
 
 def pipeline(db_file: Path, entries: Path, ids: list[str], model: str) -> tuple[float, int]:
     """``ingest entries`` (not timed), then ``run_calculations`` over ``ids`` (timed)."""
-    from mliapdb import db
-    from mliapdb.calculations import run_calculations, select_targets
-    from mliapdb.ingest import ingest_entry_files
+    from mliapdb.compute.calculations import RunOptions, select_targets
+    from mliapdb.compute.run import run_calculations
+    from mliapdb.materials.ingest import ingest_entry_files
+    from mliapdb.store import database as db
 
     con = db.connect(db_file, create=True)
     try:
         ingest_entry_files(con, [entries])
         targets = select_targets(con, material_ids=ids)
         start = time.perf_counter()
-        run_calculations(con, model, targets, threads=None)
+        run_calculations(con, model, targets, RunOptions(threads=None))
         seconds = time.perf_counter() - start
         (steps,) = con.execute("SELECT sum(n_steps) FROM calculations").fetchone()
     finally:
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from pymatgen.core import Structure
 
-    from mliapdb.entries import material_id_of
-    from mliapdb.models import get_model_spec
+    from mliapdb.compute.models import get_model_spec
+    from mliapdb.materials.entries import material_id_of
 
     torch.set_num_threads(1)
     entries = args.data / "mp" / "Mn_O_Y_entries.json.gz"

@@ -35,7 +35,7 @@ def load_structures(data, n: int):
 def run(structures, calculator, settings, threads: int):
     import torch
 
-    from mliapdb.relax import relax_structure
+    from mliapdb.compute.relaxation import relax_structure
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from mliapdb.models import get_model_spec, make_calculator
+    from mliapdb.compute.models import get_model_spec, make_calculator
 
     structures = load_structures(args.data, args.n)
     spec = get_model_spec(args.model)

@@ -1,18 +1,18 @@
 """Benchmark every statistics query of the CLI on a synthetic MP-scale database.
 
 Workload: the database of ``bench/synthetic_db.py`` (150,000 materials x 9 models by default,
-generated first when ``--db`` does not exist), opened read-only with ``mliapdb.db.connect``.
-Each query runs once as a warm-up, then ``--repeat`` times; the table gives the rows it
-returns and the median wall-clock seconds (fetch of every row included), marked against the
-``--target`` (0.5 s by default).
+generated first when ``--db`` does not exist), opened read-only with
+``mliapdb.store.database.connect``. Each query runs once as a warm-up, then ``--repeat``
+times; the table gives the rows it returns and the median wall-clock seconds (fetch of every
+row included), marked against the ``--target`` (0.5 s by default).
 
-Queries: what ``mliapdb query`` runs (``mliapdb.queries``: ehull-mae by every grouping and
+Queries: what ``mliapdb query`` runs (``mliapdb.analysis.queries``: ehull-mae by every grouping and
 hull convention, near-hull, energy-error, stability, symmetry, calculations), a full read of
 each statistics view (what ``mliapdb report`` reads), the model-hull staleness check, and
 two alternatives measured in the same run: pandas (fetch the rows of ``ehull_errors`` into a
 DataFrame, then groupby) and DuckDB over a materialised copy of ``ehull_errors`` (a TEMP table).
-With ``--rebuild-hull`` it also times :func:`mliapdb.model_hull.rebuild_model_hulls` for one
-model x kind and for all of them, on a copy of the database.
+With ``--rebuild-hull`` it also times :func:`mliapdb.analysis.model_hull.rebuild_model_hulls`
+for one model x kind and for all of them, on a copy of the database.
 
     python bench/bench_stats.py [--db PATH] [--materials N] [--models M] [--repeat R]
         [--target S] [--rebuild-hull] [--report]
@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import duckdb  # noqa: E402
 
-from mliapdb import queries  # noqa: E402
-from mliapdb.db import connect  # noqa: E402
+from mliapdb.analysis import queries  # noqa: E402
+from mliapdb.store.database import connect  # noqa: E402
 
 DEFAULT_DB = Path(__file__).resolve().parent / ".synthetic" / "mliapdb-150k.duckdb"
 
@@ -136,12 +136,12 @@ def view_queries(con: duckdb.DuckDBPyConnection) -> list[tuple[str, Callable[[],
              "AND model = (SELECT min(name) FROM models) ORDER BY dataset, material_id"),
     ))  # fmt: skip
     try:
-        from mliapdb.model_hull import n_stale
+        from mliapdb.analysis.model_hull import n_stale
     except ImportError:  # no model hulls in this code
         return out
     out.append(("model_hull.n_stale (fingerprints)", lambda: int(n_stale(con) >= 0)))
     try:
-        from mliapdb.error_rows import n_stale as n_stale_rows
+        from mliapdb.analysis.error_rows import n_stale as n_stale_rows
     except ImportError:  # no stored error rows in this code
         return out
     out.append(("error_rows.n_stale (fingerprints)", lambda: int(n_stale_rows(con) >= 0)))
@@ -227,8 +227,8 @@ def rebuild_hull_timings(db: Path) -> list[Timing]:
     """Seconds of :func:`rebuild_model_hulls` on a copy of ``db``: one stale model x kind,
     then every one (all builds dropped). Empty if this code has no model hulls."""
     try:
-        from mliapdb.model_hull import rebuild_model_hulls
-    except ImportError:  # TODO: time the model-hull refresh once mliapdb.model_hull exists
+        from mliapdb.analysis.model_hull import rebuild_model_hulls
+    except ImportError:  # TODO: time the model-hull refresh once mliapdb.analysis.model_hull exists
         return []
     out = []
     with tempfile.TemporaryDirectory(dir=db.parent) as tmp:
@@ -258,7 +258,7 @@ def rebuild_hull_timings(db: Path) -> list[Timing]:
             out.append(Timing("rebuild_model_hulls: all stale", len(built),
                               [time.perf_counter() - t0]))  # fmt: skip
             try:
-                from mliapdb.error_rows import rebuild_error_rows
+                from mliapdb.analysis.error_rows import rebuild_error_rows
             except ImportError:  # no stored error rows in this code
                 return out
             t0 = time.perf_counter()
@@ -275,8 +275,8 @@ def rebuild_hull_timings(db: Path) -> list[Timing]:
 
 
 def report_timing(db: Path) -> Timing:
-    """Seconds of ``mliapdb report`` (:func:`mliapdb.report.build_report`), one run."""
-    from mliapdb.report import build_report
+    """Seconds of ``mliapdb report`` (:func:`mliapdb.analysis.report.build_report`), one run."""
+    from mliapdb.analysis.report import build_report
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

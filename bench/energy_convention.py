@@ -78,7 +78,7 @@ def main() -> None:
 
     import torch
 
-    from mliapdb.models import get_model_spec, make_calculator
+    from mliapdb.compute.models import get_model_spec, make_calculator
 
     torch.set_num_threads(1)
     entries = load_entries((args.data or shared_data_dir()) / "mp", args.max_sites)

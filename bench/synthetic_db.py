@@ -1,7 +1,8 @@
 """A synthetic mliapdb database with the Materials Project's shape, for benchmarks of the views.
 
-:func:`generate` writes a real mliapdb DuckDB file (created by ``mliapdb.db.connect``, so the
-migrations and views are those of this code) holding, in dataset ``mp``:
+:func:`generate` writes a real mliapdb DuckDB file (created by
+``mliapdb.store.database.connect``, so the migrations and views are those of this code)
+holding, in dataset ``mp``:
 
 - ``mp_materials`` / ``dft_entries``: ``n_materials`` entries. Number of elements about 1 %
   unary, 20 % binary, 45 % ternary, 27 % quaternary, 7 % five or more; chemical systems drawn
@@ -17,7 +18,8 @@ migrations and views are those of this code) holding, in dataset ``mp``:
   MP (P2_1/c, P-1, Fm-3m, Pnma, C2/m, P1, R-3m, ...; high symmetry for small cells), crystal
   system, symbol and point group from ``space_groups``, ``lattice_dof`` from the crystal
   family, a heavy-tailed ``wyckoff_dof`` (more free coordinates for big, low-symmetry cells).
-- ``dft_hull``: computed by :func:`mliapdb.ingest.rebuild_dft_hull` (``mliapdb.hull``).
+- ``dft_hull``: computed by :func:`mliapdb.materials.ingest.rebuild_dft_hull`
+  (``mliapdb.materials.hull``).
 - ``models``: ``n_models`` rows, energy conventions alternating ``raw`` / ``mp2020_corrected``.
 - ``calculations``: one ``relax`` row per material and model (status ``ok`` about 97 %,
   ``not_converged`` 2 %, ``failed`` 1 %, failures likelier for many degrees of freedom) and,
@@ -274,7 +276,7 @@ def draw_dft_energies(
     ``hull + target`` (which leaves the hull unchanged), and entries are added to or removed
     from the hull until the on-hull share is reached.
     """
-    from mliapdb.hull import compute_hull
+    from mliapdb.materials.hull import compute_hull
 
     log = log or (lambda *_: None)
     n = len(mat.nsites)
@@ -399,12 +401,12 @@ def _build_model_hulls(con) -> int | None:
     """Build every stale model hull, then the stored error rows; None if this code has no
     model hulls."""
     try:
-        from mliapdb.model_hull import rebuild_model_hulls
+        from mliapdb.analysis.model_hull import rebuild_model_hulls
     except ImportError:
         return None
     n = len(rebuild_model_hulls(con))
     try:
-        from mliapdb.error_rows import rebuild_error_rows
+        from mliapdb.analysis.error_rows import rebuild_error_rows
     except ImportError:
         return n
     rebuild_error_rows(con)
@@ -447,13 +449,13 @@ def generate(
         n_single_point_models: the first models also get one single point per material.
         on_hull_fraction: share of the DFT entries on the DFT hull.
         overwrite: replace an existing file.
-        build_model_hulls: build every model hull (``mliapdb.model_hull``), so that the
+        build_model_hulls: build every model hull (``mliapdb.analysis.model_hull``), so that the
             model-hull conventions have rows.
         log: called with progress lines (``None`` for silence).
     """
-    from mliapdb.db import connect, now, transaction
-    from mliapdb.ingest import rebuild_dft_hull
-    from mliapdb.relax import RelaxSettings
+    from mliapdb.compute.relaxation import RelaxSettings
+    from mliapdb.materials.ingest import rebuild_dft_hull
+    from mliapdb.store.database import connect, now, transaction
 
     log = log or (lambda *_: None)
     path = Path(path)
@@ -503,7 +505,7 @@ def generate(
         pg_order = np.array([r[2] for r in sg_table])
         sg_system = np.array([r[3] for r in sg_table], dtype=object)
         sg, wdof = draw_symmetry(mat.nsites, mat.nelements, pg_order, rng)
-        from mliapdb.symmetry import lattice_dof_for
+        from mliapdb.materials.symmetry import lattice_dof_for
 
         lat = {s: lattice_dof_for(s) for s in set(sg_system.tolist())}
         crystal_system = sg_system[sg - 1]

@@ -23,8 +23,28 @@ WEIGHTS_ENV = "MLIAPDB_WEIGHTS"
 MP_API_ENDPOINT = "https://api.materialsproject.org/"
 """Materials Project API address used by ``mliapdb ingest mp`` unless told otherwise."""
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_DIR = REPO_ROOT / "schema"
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+"""The checkout an editable install runs from (for a wheel: site-packages, where it is unused)."""
+
+PACKAGED_DATA = PACKAGE_DIR / "_data"
+"""Where a wheel carries ``schema/`` and ``snapshots/`` (copied there by ``setup.py``'s build)."""
+
+
+def _shipped(name: str) -> Path:
+    """``name`` (``schema``, ``snapshots``) as the wheel carries it, else the checkout's."""
+    packaged = PACKAGED_DATA / name
+    return packaged if packaged.is_dir() else REPO_ROOT / name
+
+
+def schema_dir() -> Path:
+    """The folder with ``migrations/`` and ``views/`` this code applies."""
+    return _shipped("schema")
+
+
+def snapshots_dir() -> Path:
+    """The folder with the published snapshot index (``index.json``)."""
+    return _shipped("snapshots")
 
 
 def shared_data_dir() -> Path:

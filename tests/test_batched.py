@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 from pymatgen.core import Lattice, Structure
 
-from mliapdb.batched import BatchedUnsupported, check_batched_settings, relax_batched
 from mliapdb.cli.main import cli
-from mliapdb.entries import material_id_of
-from mliapdb.relax import RelaxSettings, relax_structure
+from mliapdb.compute.batched import BatchedUnsupported, check_batched_settings, relax_batched
+from mliapdb.compute.relaxation import RelaxSettings, relax_structure
+from mliapdb.materials.entries import material_id_of
 
 pytest.importorskip("torch_sim")
 pytestmark = pytest.mark.slow
@@ -50,8 +50,8 @@ def structures(mp_dir: Path) -> list[Structure]:
 
 @pytest.fixture(scope="module")
 def models(torch_one_thread):
-    from mliapdb.models import get_model_spec, make_calculator
-    from mliapdb.models.batched_factories import make_batched_model
+    from mliapdb.compute.models import get_model_spec, make_calculator
+    from mliapdb.compute.models.batched_factories import make_batched_model
 
     spec = get_model_spec(MODEL)
     return make_calculator(spec), make_batched_model(spec)

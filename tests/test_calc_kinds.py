@@ -13,13 +13,14 @@ import pytest
 from click.testing import CliRunner
 from pymatgen.core import Lattice, Structure
 
-from mliapdb import db
-from mliapdb.calculations import check_functional
 from mliapdb.cli.main import cli
-from mliapdb.config import SCHEMA_DIR
+from mliapdb.compute.calculations import check_functional
+from mliapdb.compute.models import get_model_spec
+from mliapdb.compute.relaxation import RelaxSettings, internal_rmsd
+from mliapdb.config import schema_dir
 from mliapdb.errors import MliapdbError
-from mliapdb.models import get_model_spec
-from mliapdb.relax import RelaxSettings, internal_rmsd
+from mliapdb.store import database as db
+from mliapdb.store import schema
 
 MODEL = "chgnet-0.3.0"
 # fcc Mn (1 atom), zincblende MnO (2 atoms), MnO2 P-3m1 (3 atoms)
@@ -217,7 +218,7 @@ def test_symmetry_change_against_point_group_orders(tmp_path: Path) -> None:
             [[m[0] for m in mats], [m[1] for m in mats], [m[2] for m in mats]],
         ).fetchall())
     assert got == expected
-    view_sql = next(p for p in db.view_files() if p.name == "10_staging.sql").read_text()
+    view_sql = next(p for p in schema.view_files() if p.name == "10_staging.sql").read_text()
     assert "WHEN ga.point_group_order < gb.point_group_order THEN 'lowered'" in view_sql
 
 
@@ -240,7 +241,7 @@ def test_symmetry_change_of_real_relaxations(kinds_db: Path) -> None:
 def test_migration_0002_backfills_old_rows(tmp_path: Path) -> None:
     """A database written by schema version 1 gets calc_kind and spacegroup_before."""
     path = tmp_path / "v1.duckdb"
-    sql = (SCHEMA_DIR / "migrations" / "0001_initial.sql").read_text()
+    sql = (schema_dir() / "migrations" / "0001_initial.sql").read_text()
     with duckdb.connect(str(path)) as con:
         con.execute(sql)
         con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "

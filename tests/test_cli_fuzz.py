@@ -317,7 +317,7 @@ def malformed(draw, entries: list[dict]) -> bytes:
 @settings(FUZZ, max_examples=int(45 * SCALE))
 @given(data=st.data())
 def test_malformed_entry_files_never_get_a_traceback(workdir: Path, small_entries, data) -> None:
-    from mliapdb.entries import ENERGY_PER_ATOM_RANGE
+    from mliapdb.materials.entries import ENERGY_PER_ATOM_RANGE
 
     blob = data.draw(malformed(small_entries), label="file")
     with example_dir(workdir) as here:

@@ -11,25 +11,26 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-import mliapdb.db as db
+import mliapdb.store.database as db
 from mliapdb.cli.main import cli
-from mliapdb.config import REPO_ROOT, SCHEMA_DIR
+from mliapdb.config import REPO_ROOT, schema_dir
 from mliapdb.errors import MliapdbError
-from mliapdb.tables import ALL_TABLES
+from mliapdb.store import schema, upgrade
+from mliapdb.store.tables import ALL_TABLES
 
 
 def test_fresh_database_is_migrated_once(tmp_path: Path) -> None:
     path = tmp_path / "x.duckdb"
     con = db.connect(path, create=True)
-    assert db.db_schema_version(con) == db.code_schema_version() >= 1
+    assert schema.db_schema_version(con) == schema.code_schema_version() >= 1
     assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(
-        db.migrations()
+        schema.migrations()
     )
-    assert db.migrate(con) == []  # nothing pending the second time
+    assert upgrade.migrate(con) == []  # nothing pending the second time
     con.close()
     with db.connect(path) as again:
         assert again.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(
-            db.migrations()
+            schema.migrations()
         )
 
 
@@ -39,18 +40,18 @@ def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_failing_migration_rolls_back(tmp_path: Path, monkeypatch) -> None:
-    schema = tmp_path / "schema"
-    shutil.copytree(SCHEMA_DIR, schema)
-    n = len(db.migrations())
-    (schema / "migrations" / f"{n + 1:04d}_broken.sql").write_text(
+    folder = tmp_path / "schema"
+    shutil.copytree(schema_dir(), folder)
+    n = len(schema.migrations())
+    (folder / "migrations" / f"{n + 1:04d}_broken.sql").write_text(
         "CREATE TABLE half_done (x INTEGER);\nTHIS IS NOT SQL;\n"
     )
-    monkeypatch.setattr(db, "SCHEMA_DIR", schema)
+    monkeypatch.setattr(schema, "shipped_schema_dir", lambda: folder)
     path = tmp_path / "x.duckdb"
     with pytest.raises(duckdb.Error):
         db.connect(path, create=True)
     con = duckdb.connect(str(path))
-    assert db.db_schema_version(con) == n
+    assert schema.db_schema_version(con) == n
     tables = {
         r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
     }
@@ -67,7 +68,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 1
     from mliapdb import __version__
 
-    known = db.code_schema_version()
+    known = schema.code_schema_version()
     assert result.stderr == (
         f"Error: {path} has schema version 99 but this mliapdb ({__version__}) understands "
         f"up to {known} - upgrade mliapdb to open it\n"
@@ -118,7 +119,7 @@ def test_schema_docs_cover_every_table_view_and_column(tmp_path: Path) -> None:
 
 
 def test_views_have_no_catalog_qualified_names() -> None:
-    for path in db.view_files():
+    for path in schema.view_files():
         sql = path.read_text()
         assert not re.search(r"\b(main|memory|system|temp)\.\w", sql), path.name
 

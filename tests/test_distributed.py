@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from mliapdb.cli.main import cli
+from mliapdb.compute.calculations import RunOptions
 
 pytestmark = pytest.mark.slow
 CHGNET = "chgnet-0.3.0"
@@ -71,8 +72,8 @@ def client():
 
 
 def select(path: Path, ids=IDS):
-    from mliapdb import db
-    from mliapdb.calculations import select_targets
+    from mliapdb.compute.calculations import select_targets
+    from mliapdb.store import database as db
 
     con = db.connect(path)
     try:
@@ -107,13 +108,15 @@ def assert_same(got: dict[str, tuple], want: dict[str, tuple]) -> None:
 
 def serial_energies(base_db: Path, folder: Path, model: str, overrides: dict, ids=IDS):
     """The serial path (run_calculations, 1 torch thread) on a copy of the database."""
-    from mliapdb import db
-    from mliapdb.calculations import run_calculations
+    from mliapdb.compute.calculations import RunOptions
+    from mliapdb.compute.run import run_calculations
+    from mliapdb.store import database as db
 
     path = copy_db(base_db, folder, f"serial-{model}.duckdb")
     con = db.connect(path)
     try:
-        report = run_calculations(con, model, select(path, ids), settings_overrides=overrides)
+        report = run_calculations(con, model, select(path, ids),
+                                  RunOptions(settings_overrides=overrides))
     finally:
         con.close()
     assert sum(report.status_counts.values()) == len(ids)
@@ -124,7 +127,7 @@ def serial_energies(base_db: Path, folder: Path, model: str, overrides: dict, id
 
 
 def test_shards_are_deterministic(base_db: Path) -> None:
-    from mliapdb.distributed import make_shards
+    from mliapdb.compute.cluster import make_shards
 
     targets = select(base_db)
     shards = make_shards(targets, CHGNET, "abc", 2)
@@ -139,7 +142,7 @@ def test_shards_are_deterministic(base_db: Path) -> None:
 
 
 def test_part_schema_follows_the_calculations_table(base_db: Path) -> None:
-    from mliapdb.distributed import calculation_schema, primary_key
+    from mliapdb.compute.cluster import calculation_schema, primary_key
 
     with duckdb.connect(str(base_db), read_only=True) as con:
         columns = [r[0] for r in con.execute(
@@ -191,7 +194,7 @@ def test_dask_not_installed(base_db: Path, tmp_path: Path, monkeypatch) -> None:
 
 
 def test_slurm_job_script() -> None:
-    from mliapdb.distributed import ClusterOptions, slurm_cluster
+    from mliapdb.compute.cluster import ClusterOptions, slurm_cluster
 
     options = ClusterOptions(slurm=True, slurm_processes=2, slurm_queue="debug",
                              slurm_account="matsci", slurm_walltime="00:10:00",
@@ -214,8 +217,8 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(
 ) -> None:
     """SIGKILL a worker process after the first part is merged: the nanny restarts it, Dask
     reschedules its task, and every material ends with one row equal to the serial one."""
-    from mliapdb import db
-    from mliapdb.distributed import run_dir, run_distributed
+    from mliapdb.compute.cluster import run_dir, run_distributed
+    from mliapdb.store import database as db
 
     path = copy_db(base_db, tmp_path)
     pids_before = client.run(os.getpid)
@@ -233,8 +236,9 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(
 
     con = db.connect(path)
     try:
-        report = run_distributed(con, path, CHGNET, select(path), client=client, shard_size=1,
-                                 settings_overrides=OVERRIDES, on_shard=kill_a_busy_worker)
+        report = run_distributed(con, path, CHGNET, select(path),
+                                 RunOptions(settings_overrides=OVERRIDES), client=client,
+                                 shard_size=1, on_shard=kill_a_busy_worker)
     finally:
         con.close()
     assert killed and len(merged) == report.n_shards == len(IDS)
@@ -248,9 +252,9 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(
 
 def test_sevennet_through_the_cluster(base_db: Path, tmp_path: Path, client) -> None:
     """A second model family: SevenNet-0 on the cluster equals SevenNet-0 in series."""
-    from mliapdb import db
-    from mliapdb.distributed import run_distributed
-    from mliapdb.models import load_model_specs
+    from mliapdb.compute.cluster import run_distributed
+    from mliapdb.compute.models import load_model_specs
+    from mliapdb.store import database as db
 
     if SEVENNET not in load_model_specs():
         pytest.skip(f"{SEVENNET} is not in the model registry")
@@ -258,8 +262,9 @@ def test_sevennet_through_the_cluster(base_db: Path, tmp_path: Path, client) -> 
     path = copy_db(base_db, tmp_path)
     con = db.connect(path)
     try:
-        report = run_distributed(con, path, SEVENNET, select(path, ids), client=client,
-                                 shard_size=2, settings_overrides=overrides)
+        report = run_distributed(con, path, SEVENNET, select(path, ids),
+                                 RunOptions(settings_overrides=overrides), client=client,
+                                 shard_size=2)
     finally:
         con.close()
     assert report.n_shards == 1 and sum(report.status_counts.values()) == 2
@@ -275,17 +280,17 @@ def test_sevennet_through_the_cluster(base_db: Path, tmp_path: Path, client) -> 
 def test_torch_sim_engine_on_the_cluster(base_db: Path, tmp_path: Path, client) -> None:
     """Workers relax their shard as one torch-sim batch: same rows as the serial ASE path
     within 1 meV/atom (the batched path's tolerance), engine recorded per row."""
-    from mliapdb import db
-    from mliapdb.distributed import run_distributed
+    from mliapdb.compute.cluster import run_distributed
+    from mliapdb.store import database as db
 
     pytest.importorskip("torch_sim")
     ids, overrides = IDS[:4], {"fmax": 0.1, "max_steps": 20}
     path = copy_db(base_db, tmp_path)
     con = db.connect(path)
     try:
-        report = run_distributed(con, path, SEVENNET, select(path, ids), client=client,
-                                 shard_size=2, settings_overrides=overrides,
-                                 engine="torch-sim", max_atoms=6)
+        report = run_distributed(con, path, SEVENNET, select(path, ids), RunOptions(
+            settings_overrides=overrides, engine="torch-sim", max_atoms=6), client=client,
+            shard_size=2)
     finally:
         con.close()
     assert report.n_shards == 2 and report.status_counts == {"ok": 4}
@@ -308,9 +313,9 @@ def test_leftover_parts_are_merged_not_recomputed(
     a cluster) merges them first and computes only the rest."""
     import pyarrow.parquet as pq
 
-    from mliapdb import distributed
-    from mliapdb.calculations import resolve_settings
-    from mliapdb.models import get_model_spec
+    from mliapdb.compute import cluster as distributed
+    from mliapdb.compute.calculations import resolve_settings
+    from mliapdb.compute.models import get_model_spec
 
     path = copy_db(base_db, tmp_path)
     overrides = {"fmax": 0.1, "max_steps": 10}

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 from trust import build_db, run
 
+from mliapdb.analysis.fair import N_BOOT
 from mliapdb.cli.main import cli
-from mliapdb.fair import N_BOOT
 
 MODELS = ("chgnet-0.2.0", "chgnet-0.3.0")
 
@@ -190,7 +190,7 @@ def test_bootstrap_per_group_energy_error(db: dict) -> None:
                 "0.9")
     groups = groupby(rows, "model", hub)
     assert [(o["model"], o["hubbard"]) for o in out] == sorted(groups)
-    from mliapdb.fair import DEFAULT_SEED
+    from mliapdb.analysis.fair import DEFAULT_SEED
 
     for o in out:
         f = np.array([r["e_form_error"] for r in groups[o["model"], o["hubbard"]]])
@@ -288,7 +288,7 @@ def test_bad_inputs() -> None:
 def test_bootstrap_paths_agree() -> None:
     """The counts-matrix path (several rows of one length) and the gathering path (one row)
     resample the same indices."""
-    from mliapdb.fair import bootstrap_many, bootstrap_means
+    from mliapdb.analysis.fair import bootstrap_many, bootstrap_means
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(57, 3)), rng.normal(size=(57, 3))

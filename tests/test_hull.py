@@ -1,4 +1,4 @@
-"""mliapdb.hull.compute_hull against pymatgen's PhaseDiagram / PatchedPhaseDiagram.
+"""mliapdb.materials.hull.compute_hull against pymatgen's PhaseDiagram / PatchedPhaseDiagram.
 
 Real data: every entry list in ``mp/`` (each file its own hull) and a few thousand MP
 compositions of ``compositions/`` (elements at 0 eV/atom); plus hand-made cases with known
@@ -20,8 +20,8 @@ from pymatgen.analysis.phase_diagram import PatchedPhaseDiagram, PDEntry, PhaseD
 from pymatgen.core import Composition
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
-import mliapdb.hull as hull_mod
-from mliapdb.hull import HullResult, compute_hull
+import mliapdb.materials.hull as hull_mod
+from mliapdb.materials.hull import HullResult, compute_hull
 
 TOL = 1e-6  # eV/atom
 

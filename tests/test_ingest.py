@@ -285,7 +285,7 @@ def test_ingest_summary_table_exact(tmp_path: Path, mp_dir: Path) -> None:
     ],
 )
 def test_material_id_from_data_or_entry_id(raw: dict, expected: str | None) -> None:
-    from mliapdb.entries import material_id_of
+    from mliapdb.materials.entries import material_id_of
 
     assert material_id_of(raw) == expected
 

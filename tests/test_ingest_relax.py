@@ -83,8 +83,9 @@ def test_query_prints_real_table(db_path: Path, relaxed) -> None:
 
 
 def test_interrupted_run_resumes_without_loss_or_duplicates(db_path: Path) -> None:
-    from mliapdb import db
-    from mliapdb.calculations import run_calculations, select_targets
+    from mliapdb.compute.calculations import RunOptions, select_targets
+    from mliapdb.compute.run import run_calculations
+    from mliapdb.store import database as db
 
     def interrupt_after_two(items, total, description):
         for i, item in enumerate(items):
@@ -97,9 +98,9 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(db_path: Path) -> No
         targets = select_targets(con, material_ids=OXIDE_IDS)
         overrides = {"fmax": 0.1, "max_steps": 0}  # another protocol (single points): own rows
         with pytest.raises(KeyboardInterrupt):
-            run_calculations(con, MODEL, targets, settings_overrides=overrides,
+            run_calculations(con, MODEL, targets, RunOptions(settings_overrides=overrides),
                              progress=interrupt_after_two)
-        report = run_calculations(con, MODEL, targets, settings_overrides=overrides)
+        report = run_calculations(con, MODEL, targets, RunOptions(settings_overrides=overrides))
         assert report.n_skipped == 2 and sum(report.status_counts.values()) == 4
         counts = con.execute(
             "SELECT count(*), count(DISTINCT material_id) FROM calculations "
@@ -116,14 +117,16 @@ def test_model_failure_is_stored_not_raised(db_path: Path, tmp_path: Path) -> No
 
     from pymatgen.core import Lattice, Structure
 
-    from mliapdb import db
-    from mliapdb.calculations import Target, run_calculations
+    from mliapdb.compute.calculations import RunOptions, Target
+    from mliapdb.compute.run import run_calculations
+    from mliapdb.store import database as db
 
     lone = Structure(Lattice.cubic(12.0), ["O"], [[0, 0, 0]])
     target = Target("mp", "mp-12", "O", 1, json.dumps(lone.as_dict()))
     con = db.connect(db_path)
     try:
-        report = run_calculations(con, MODEL, [target], settings_overrides={"fmax": 0.2})
+        report = run_calculations(con, MODEL, [target],
+                                  RunOptions(settings_overrides={"fmax": 0.2}))
         row = con.execute(
             "SELECT status, error, energy_relaxed FROM calculations WHERE material_id = 'mp-12' "
             "AND settings_hash = ?", [report.settings_hash]
@@ -138,13 +141,15 @@ def test_chgnet_convention_on_real_oxides(db_path: Path) -> None:
     """CHGNet predicts MP2020-corrected energies: single-point formation energies of Mn-O
     oxides agree with DFT within ~0.1 eV/atom as stored, but are off by the MP2020
     correction (~0.5-1 eV/atom) if it is added once more."""
-    from mliapdb import db
-    from mliapdb.calculations import run_calculations, select_targets
+    from mliapdb.compute.calculations import RunOptions, select_targets
+    from mliapdb.compute.run import run_calculations
+    from mliapdb.store import database as db
 
     con = db.connect(db_path)
     try:
         targets = select_targets(con, material_ids=OXIDE_IDS)
-        report = run_calculations(con, MODEL, targets, settings_overrides={"max_steps": 0})
+        report = run_calculations(con, MODEL, targets,
+                                  RunOptions(settings_overrides={"max_steps": 0}))
         rows = con.execute(
             "SELECT abs(m.e_form_per_atom_single_point - d.e_form_per_atom), "
             "abs(m.e_form_per_atom_single_point + d.correction_per_atom - d.e_form_per_atom), "

@@ -22,8 +22,8 @@ pytest.importorskip(
 
 import torch  # noqa: E402
 
-from mliapdb.models import get_model_spec, make_calculator  # noqa: E402
-from mliapdb.relax import RelaxSettings, relax_structure  # noqa: E402
+from mliapdb.compute.models import get_model_spec, make_calculator  # noqa: E402
+from mliapdb.compute.relaxation import RelaxSettings, relax_structure  # noqa: E402
 
 ELEMENTS = [8, 25, 39]  # O, Mn, Y: the elements of the Mn-O-Y entries
 
@@ -110,7 +110,7 @@ def test_relax_structure_runs(checkpoint: Path, structure) -> None:
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    from mliapdb.models import CHECKPOINTS_ENV, CheckpointError
+    from mliapdb.compute.models import CHECKPOINTS_ENV, CheckpointError
 
     config = tmp_path / "checkpoints.toml"
     monkeypatch.setenv(CHECKPOINTS_ENV, str(config))
@@ -125,7 +125,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path, monkeypatch) -> Non
 
 
 def test_checkpoint_from_the_checkpoints_file(checkpoint: Path, tmp_path: Path, monkeypatch):
-    from mliapdb.models import CHECKPOINTS_ENV, availability
+    from mliapdb.compute.models import CHECKPOINTS_ENV, availability
 
     config = tmp_path / "checkpoints.toml"
     config.write_text(f'"mace-mp-0" = "{checkpoint}"\n')

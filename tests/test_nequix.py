@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from mliapdb.cli.main import cli
-from mliapdb.config import WEIGHTS_ENV, shared_weights_dir
-from mliapdb.models import (
+from mliapdb.compute.models import (
     CHECKPOINTS_ENV,
     CheckpointError,
     availability,
@@ -22,6 +21,7 @@ from mliapdb.models import (
     make_calculator,
     resolve_checkpoint,
 )
+from mliapdb.config import WEIGHTS_ENV, shared_weights_dir
 
 NEQUIX = ["nequix-mp-1", "nequix-oam-1"]
 SHA256 = {  # published (shared/weights/README.md)
@@ -100,9 +100,9 @@ def test_models_command_lists_them_ready() -> None:
 @needs_weights
 def test_wrong_checkpoint_is_refused_under_the_model_name(tmp_path: Path) -> None:
     """--checkpoint with another file than the published one is refused (it needs --as)."""
-    from mliapdb.calculations import model_identity
-    from mliapdb.db import connect
+    from mliapdb.compute.calculations import model_identity
     from mliapdb.errors import MliapdbError
+    from mliapdb.store.database import connect
 
     spec = get_model_spec("nequix-mp-1")
     con = connect(tmp_path / "t.duckdb", create=True)

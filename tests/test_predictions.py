@@ -15,7 +15,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from mliapdb import db
+from mliapdb.store import database as db
 from tests.trust import assert_one_line_error, digest, run, unchanged
 
 MODEL = "chgnet-0.3.0"

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from mliapdb.cli.main import cli
-from mliapdb.db import insert_rows, now
-from mliapdb.tables import Calculation, ModelRow
+from mliapdb.store.database import insert_rows, now
+from mliapdb.store.tables import Calculation, ModelRow
 
 DELTAS = [-0.040, -0.020, 0.010, -0.030]  # eV/atom, model - DFT
 

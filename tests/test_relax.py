@@ -15,7 +15,7 @@ import pytest
 from ase.calculators.calculator import Calculator, all_changes
 from pymatgen.core import Lattice, Structure
 
-from mliapdb.relax import RelaxResult, RelaxSettings, relax_structure
+from mliapdb.compute.relaxation import RelaxResult, RelaxSettings, relax_structure
 
 # --- settings -------------------------------------------------------------------------------
 
@@ -57,7 +57,7 @@ def chgnet_calc() -> Iterator[Calculator]:
     2-core machine more threads oversubscribe the cores and run 5-10x slower."""
     import torch
 
-    from mliapdb.models import get_model_spec, make_calculator
+    from mliapdb.compute.models import get_model_spec, make_calculator
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

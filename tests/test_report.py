@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.image import imread
 
-from mliapdb import report as rep
+from mliapdb.analysis import report as rep
+from mliapdb.analysis.error_rows import rebuild_error_rows
 from mliapdb.cli.main import cli
-from mliapdb.db import connect, insert_rows, now
-from mliapdb.error_rows import rebuild_error_rows
-from mliapdb.tables import Calculation, ModelRow
+from mliapdb.store.database import connect, insert_rows, now
+from mliapdb.store.tables import Calculation, ModelRow
 
 MODELS = ("model-a", "model-b")
 EDGES = (1, 2, 4, 8, 16, 32)  # default dof_bins

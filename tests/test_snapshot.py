@@ -19,8 +19,10 @@ import pytest
 from click.testing import CliRunner
 from trust import send_range
 
-from mliapdb import __version__, db
+from mliapdb import __version__
 from mliapdb.cli.main import cli
+from mliapdb.store import database as db
+from mliapdb.store import schema
 
 SP = ["--kind", "single-point", "--limit", "5", "--max-sites", "4"]
 
@@ -131,7 +133,7 @@ QUERIES = [
 def test_publish_writes_a_pinned_database_parquet_and_manifest(published, dbs) -> None:
     m, path = published["manifest"], published["db"]
     assert m["format"] == "mliapdb-snapshot" and m["name"] == "mno"
-    assert m["schema_version"] == db.code_schema_version()
+    assert m["schema_version"] == schema.code_schema_version()
     assert m["storage_version"] == "v1.0.0" and m["readable_by"]["duckdb"] == "1.1.0"
     assert m["readable_by"]["mliapdb"] == __version__
     assert m["software"]["duckdb"] == duckdb.__version__ and m["software"]["pymatgen"]
@@ -189,7 +191,7 @@ def test_pull_by_url_then_queries_are_byte_identical(published, dbs, tmp_path: P
     pulled = tmp_path / "mno.duckdb"
     assert result.stdout == (f"path,size,sha256,schema_version\n{pulled},"
                              f"{published['db'].stat().st_size},{sha256(published['db'])},"
-                             f"{db.code_schema_version()}\n")
+                             f"{schema.code_schema_version()}\n")
     assert sha256(pulled) == sha256(published["db"])
     assert not (tmp_path / "mno.duckdb.part").exists()
     assert (tmp_path / "mno.manifest.json").is_file()
@@ -233,7 +235,7 @@ def test_pull_resumes_after_a_cut_connection(published, server, tmp_path: Path) 
 def test_interrupted_pull_keeps_the_part_and_the_next_pull_resumes(
     published, server, tmp_path: Path, monkeypatch
 ) -> None:
-    import mliapdb.download as download
+    import mliapdb.sharing.download as download
 
     size = published["db"].stat().st_size
     dest = tmp_path / "mno.duckdb"
@@ -292,7 +294,7 @@ def test_pull_refuses_a_newer_schema(published, server, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr == (
         f"Error: newer has schema version 99 but this mliapdb ({__version__}) understands up "
-        f"to {db.code_schema_version()} - upgrade mliapdb to open it\n")
+        f"to {schema.code_schema_version()} - upgrade mliapdb to open it\n")
     assert list(dest.iterdir()) == []
 
 
@@ -389,7 +391,7 @@ def test_merge_refuses_conflicting_dft_data_and_writes_nothing(dbs, tmp_path: Pa
 
 
 def test_every_table_is_known_to_merge(tmp_path: Path) -> None:
-    from mliapdb.merge import _classify
+    from mliapdb.sharing.merge import _classify
 
     with db.connect(tmp_path / "x.duckdb", create=True) as con:
         kinds = _classify(con)
@@ -399,14 +401,14 @@ def test_every_table_is_known_to_merge(tmp_path: Path) -> None:
 @pytest.fixture()
 def newer_code(tmp_path: Path, monkeypatch) -> int:
     """This code with one more (harmless) migration: the test databases are one version older."""
-    from mliapdb.config import SCHEMA_DIR
+    from mliapdb.config import schema_dir
 
-    schema = tmp_path / "schema"
-    shutil.copytree(SCHEMA_DIR, schema)
-    n = db.code_schema_version() + 1
-    (schema / "migrations" / f"{n:04d}_merge_test.sql").write_text(
+    folder = tmp_path / "schema"
+    shutil.copytree(schema_dir(), folder)
+    n = schema.code_schema_version() + 1
+    (folder / "migrations" / f"{n:04d}_merge_test.sql").write_text(
         "INSERT INTO db_settings VALUES ('merge_test', 'yes');\n")
-    monkeypatch.setattr(db, "SCHEMA_DIR", schema)
+    monkeypatch.setattr(schema, "shipped_schema_dir", lambda: folder)
     return n
 
 
@@ -421,7 +423,7 @@ def test_merge_migrates_older_inputs_in_temporary_copies(dbs, tmp_path: Path,
                 "temporary copy (the file itself is unchanged)") in result.stderr
     assert {k: sha256(p) for k, p in dbs.items()} == before
     with duckdb.connect(str(merged), read_only=True) as con:
-        assert db.db_schema_version(con) == newer_code
+        assert schema.db_schema_version(con) == newer_code
         assert con.execute("SELECT value FROM db_settings WHERE key = 'merge_test'"
                            ).fetchone() == ("yes",)
         assert con.execute("SELECT count(*) FROM calculations").fetchone() == (10,)

@@ -15,12 +15,12 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from mliapdb import db
+from mliapdb.analysis.error_rows import rebuild_error_rows
+from mliapdb.analysis.model_hull import FAR_ABOVE_HULL, rebuild_model_hulls
 from mliapdb.cli.main import cli
-from mliapdb.db import insert_rows, now
-from mliapdb.error_rows import rebuild_error_rows
-from mliapdb.model_hull import FAR_ABOVE_HULL, rebuild_model_hulls
-from mliapdb.tables import Calculation, ModelRow
+from mliapdb.store import database as db
+from mliapdb.store.database import insert_rows, now
+from mliapdb.store.tables import Calculation, ModelRow
 
 MODEL = "model-a"
 FAILED = "mp-1238899"  # zincblende MnO: its relaxation "fails" in the second model
@@ -196,7 +196,7 @@ def test_stored_error_rows_equal_live_and_are_never_served_stale(db_path: Path,
                                                                 tmp_path: Path) -> None:
     import shutil
 
-    from mliapdb.error_rows import n_stale
+    from mliapdb.analysis.error_rows import n_stale
 
     with db.connect(db_path, read_only=True) as con:
         (n_builds,) = con.execute("SELECT count(*) FROM ehull_error_builds").fetchone()
@@ -452,7 +452,7 @@ def test_relaxation_effect_matches_python(db_path: Path, tmp_path: Path) -> None
     assert result.stdout.splitlines()[1].startswith(f"{MODEL},{len(sp)},")
     bad = run("--db", path, "query", "relax-effect", "--by", "spacegroup")
     assert bad.exit_code == 2
-    from mliapdb.report import build_report
+    from mliapdb.analysis.report import build_report
 
     md = build_report(path, tmp_path / "report", conventions=["dft-hull"]).report.to_markdown()
     section = md[md.index("## Relaxation effect"):]

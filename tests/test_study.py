@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from pymatgen.core import Structure
 
-from mliapdb import db, study
+from mliapdb.analysis import study
+from mliapdb.store import database as db
 from tests.trust import run
 
 MODEL = "chgnet-0.3.0"

@@ -1,4 +1,5 @@
-"""Tests of mliapdb.symmetry: hand-checked structures, and every distinct MP material of the
+"""Tests of mliapdb.materials.symmetry: hand-checked structures, and every distinct MP material of
+the
 shared data against pymatgen's protostructure labels, pyxtal and the ITA site symmetries."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from mliapdb.config import DEFAULT_SYMPREC
-from mliapdb.symmetry import (
+from mliapdb.materials.symmetry import (
     METHODS,
     SymmetryAnalysis,
     WyckoffOrbit,

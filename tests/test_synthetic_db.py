@@ -13,7 +13,7 @@ import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
-from mliapdb.db import connect
+from mliapdb.store.database import connect
 
 N_MATERIALS = 300
 N_MODELS = 2
@@ -152,7 +152,7 @@ def test_dft_hull_matches_pymatgen(con) -> None:
 
 
 def test_views_have_rows(con) -> None:
-    from mliapdb import queries
+    from mliapdb.analysis import queries
 
     result = queries.ehull_mae(con, by="dof")
     assert result.rows

@@ -185,7 +185,7 @@ def test_every_shared_entry_passes_the_checks(mp_dir: Path) -> None:
     closest-pair search equals pymatgen's distance matrix on them."""
     import numpy as np
 
-    from mliapdb.entries import (
+    from mliapdb.materials.entries import (
         ENERGY_PER_ATOM_RANGE,
         MIN_DISTANCE,
         _closest_pair,
@@ -313,10 +313,10 @@ def test_symprec_range_in_the_library(mp_dir, mn_o) -> None:
     from pymatgen.core import Structure
 
     from mliapdb.config import SYMPREC_RANGE
-    from mliapdb.entries import load_entries
     from mliapdb.errors import MliapdbError
-    from mliapdb.ingest import ingest_parsed
-    from mliapdb.symmetry import analyze_symmetry
+    from mliapdb.materials.entries import load_entries
+    from mliapdb.materials.ingest import ingest_parsed
+    from mliapdb.materials.symmetry import analyze_symmetry
 
     assert SYMPREC_RANGE == (1e-5, 1.0)
     structure = Structure.from_dict(mn_o[1]["structure"])

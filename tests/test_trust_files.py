@@ -17,7 +17,7 @@ import duckdb
 import pytest
 from trust import assert_one_line_error, crafted_server, digest, file_route, run, unchanged
 
-from mliapdb import db
+from mliapdb.store import database as db
 
 HOSTNAME = Path("/etc/hostname")
 

@@ -526,7 +526,7 @@ def test_ingest_mp_names_a_malformed_heartbeat(case: str, mp, tmp_path: Path) ->
 
 def test_ingest_mp_bounds_the_size_and_time_of_an_answer(mp, tmp_path: Path,
                                                          monkeypatch) -> None:
-    import mliapdb.mp_api as mp_api
+    import mliapdb.materials.mp_api as mp_api
 
     monkeypatch.setattr(mp_api, "DEFAULT_BOUNDS",
                         mp_api.ApiBounds(max_answer_bytes=1 << 20, answer_deadline_s=1.0))

@@ -18,6 +18,8 @@ import duckdb
 import pytest
 from trust import assert_one_line_error, run, unchanged
 
+from mliapdb.store import schema
+
 pytestmark = pytest.mark.slow
 MODEL = "chgnet-0.3.0"
 CUSTOM = "chgnet-0.3.0-custom"
@@ -120,7 +122,7 @@ def test_registered_checkpoint_given_explicitly_is_the_model(official) -> None:
 
 
 def test_as_stores_a_model_of_its_own(official, custom_checkpoint: Path, tmp_path: Path) -> None:
-    from mliapdb.models.registry import file_sha256
+    from mliapdb.digest import sha256_file
 
     db = copy(official[0], tmp_path, "db.duckdb")
     before = model_row(db, MODEL)
@@ -137,14 +139,14 @@ def test_as_stores_a_model_of_its_own(official, custom_checkpoint: Path, tmp_pat
     assert rows(db, "SELECT * FROM calculations WHERE model = ? ORDER BY material_id",
                 [MODEL]) == official_calcs
     # the derived model's row: base model, checkpoint path and sha256, base metadata
-    sha = file_sha256(custom_checkpoint)
+    sha = sha256_file(custom_checkpoint)
     (row,) = rows(db, "SELECT family, version, checkpoint, checkpoint_sha256, base_model, "
                       "energy_convention, functional, training_set FROM models WHERE name = ?",
                   [CUSTOM])
     assert row == ("chgnet", "0.3.0", str(custom_checkpoint.resolve()), sha, MODEL,
                    "mp2020_corrected", "PBE/PBE+U", "MPtrj")
     official_sha = rows(db, "SELECT checkpoint_sha256 FROM models WHERE name = ?", [MODEL])
-    assert official_sha == [(file_sha256(wheel_file(*OFFICIAL)),)] != [(sha,)]
+    assert official_sha == [(sha256_file(wheel_file(*OFFICIAL)),)] != [(sha,)]
     # each row records its checkpoint; same materials, same settings, energies 0.01 eV/atom apart
     by_model = rows(db, "SELECT model, material_id, settings_hash, checkpoint_sha256, "
                         "energy_single_point / n_atoms FROM calculations ORDER BY material_id, "
@@ -225,10 +227,10 @@ def test_user_checkpoint_model_registers_its_first_checkpoint(
 ) -> None:
     """A model with no published sha256 (user checkpoints: MACE, MatterSim, ...): the first
     checkpoint registers, another one later under the same name is refused (says --as)."""
-    from mliapdb import db as dbmod
-    from mliapdb.calculations import model_identity, register_model
+    from mliapdb.compute.calculations import model_identity, register_model
+    from mliapdb.compute.models.registry import get_model_spec, sha256_file
     from mliapdb.errors import MliapdbError
-    from mliapdb.models.registry import file_sha256, get_model_spec
+    from mliapdb.store import database as dbmod
 
     path = copy(official[0], tmp_path, "db.duckdb")
     spec = dataclasses.replace(get_model_spec(MODEL), name="chgnet-user", checkpoint="user",
@@ -236,7 +238,7 @@ def test_user_checkpoint_model_registers_its_first_checkpoint(
     con = dbmod.connect(path)
     try:
         first = model_identity(con, spec, str(custom_checkpoint))
-        assert first.spec is spec and first.checkpoint_sha256 == file_sha256(custom_checkpoint)
+        assert first.spec is spec and first.checkpoint_sha256 == sha256_file(custom_checkpoint)
         info = {"checkpoint": str(custom_checkpoint), "checkpoint_sha256": first.checkpoint_sha256}
         register_model(con, spec, SimpleNamespace(mliapdb_info=info))
         assert model_identity(con, spec, str(custom_checkpoint)).checkpoint_sha256
@@ -301,9 +303,9 @@ def test_non_positive_limits_are_usage_errors(official, option, value, bound) ->
 
 
 def test_select_targets_refuses_non_positive_limits(official) -> None:
-    from mliapdb import db as dbmod
-    from mliapdb.calculations import select_targets
+    from mliapdb.compute.calculations import select_targets
     from mliapdb.errors import MliapdbError
+    from mliapdb.store import database as dbmod
 
     con = dbmod.connect(official[0])
     try:
@@ -363,11 +365,11 @@ def test_distributed_run_files_under_the_same_identity(
     serial path's."""
     from distributed import Client, LocalCluster
 
-    from mliapdb import db as dbmod
-    from mliapdb.calculations import select_targets
-    from mliapdb.distributed import parts_root, run_distributed
+    from mliapdb.compute.calculations import RunOptions, select_targets
+    from mliapdb.compute.cluster import parts_root, run_distributed
+    from mliapdb.digest import sha256_file
     from mliapdb.errors import MliapdbError
-    from mliapdb.models.registry import file_sha256
+    from mliapdb.store import database as dbmod
 
     serial = copy(official[0], tmp_path, "serial.duckdb")
     assert relax(serial, "--model", MODEL, *SMALL, "--checkpoint", custom_checkpoint,
@@ -379,11 +381,11 @@ def test_distributed_run_files_under_the_same_identity(
         try:
             targets = select_targets(con, max_sites=4, limit=2)
             with unchanged(path), pytest.raises(MliapdbError, match="pass --as NAME"):
-                run_distributed(con, path, MODEL, targets, client=client, kind="single_point",
-                                checkpoint=str(custom_checkpoint))
-            report = run_distributed(con, path, MODEL, targets, client=client,
-                                     kind="single_point", checkpoint=str(custom_checkpoint),
-                                     as_name=CUSTOM)
+                run_distributed(con, path, MODEL, targets, RunOptions(
+                    kind="single_point", checkpoint=str(custom_checkpoint)), client=client)
+            report = run_distributed(con, path, MODEL, targets, RunOptions(
+                kind="single_point", checkpoint=str(custom_checkpoint), as_name=CUSTOM),
+                client=client)
         finally:
             con.close()
     assert report.model == CUSTOM and report.status_counts == {"ok": 2}
@@ -393,9 +395,9 @@ def test_distributed_run_files_under_the_same_identity(
              "ORDER BY material_id")
     got = rows(path, query, [CUSTOM])
     assert got == rows(serial, query, [CUSTOM]) and len(got) == 2
-    assert {r[3] for r in got} == {file_sha256(custom_checkpoint)}
+    assert {r[3] for r in got} == {sha256_file(custom_checkpoint)}
     assert rows(path, "SELECT base_model, checkpoint_sha256 FROM models WHERE name = ?",
-                [CUSTOM]) == [(MODEL, file_sha256(custom_checkpoint))]
+                [CUSTOM]) == [(MODEL, sha256_file(custom_checkpoint))]
 
 
 def test_part_of_a_foreign_checkpoint_is_refused_at_merge(
@@ -403,11 +405,12 @@ def test_part_of_a_foreign_checkpoint_is_refused_at_merge(
 ) -> None:
     """A worker that loaded another file than the registered one (a remote cluster, where
     the client could not hash it) wrote a part: merging it is refused, nothing written."""
-    from mliapdb import db as dbmod
-    from mliapdb import distributed
-    from mliapdb.calculations import resolve_settings, run_calculations, select_targets
+    from mliapdb.compute import cluster as distributed
+    from mliapdb.compute.calculations import RunOptions, resolve_settings, select_targets
+    from mliapdb.compute.models.registry import get_model_spec
+    from mliapdb.compute.run import run_calculations
     from mliapdb.errors import MliapdbError
-    from mliapdb.models.registry import get_model_spec
+    from mliapdb.store import database as dbmod
 
     path = copy(official[0], tmp_path, "db.duckdb")
     con = dbmod.connect(path)
@@ -429,7 +432,7 @@ def test_part_of_a_foreign_checkpoint_is_refused_at_merge(
         with unchanged(path), pytest.raises(MliapdbError, match=f"part {part}: checkpoint "
                                             f"{custom_checkpoint} .* is not the checkpoint of "
                                             f"model {MODEL}"):
-            run_calculations(con, MODEL, targets, kind="single_point", db_path=path)
+            run_calculations(con, MODEL, targets, RunOptions(kind="single_point"), db_path=path)
     finally:
         con.close()
     assert part.exists()  # left for the user to move away, as the message of a bad part says
@@ -450,14 +453,14 @@ def test_migration_records_the_checkpoint_of_earlier_rows(tmp_path: Path) -> Non
     """A schema-5 database: its calculations take their model's registered sha256."""
     from datetime import datetime
 
-    from mliapdb import db as dbmod
+    from mliapdb.store import database as dbmod
 
     path = tmp_path / "v5.duckdb"
     sha = "ab" * 32
     with duckdb.connect(str(path)) as con:
         con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
                     "name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
-        for mig in dbmod.migrations()[:5]:
+        for mig in schema.migrations()[:5]:
             con.execute(mig.path.read_text())
             con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
                         [mig.version, mig.name, datetime(2025, 1, 1)])

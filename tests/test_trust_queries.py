@@ -15,8 +15,8 @@ import duckdb
 import pytest
 from trust import assert_one_line_error, run, unchanged
 
-from mliapdb.db import insert_rows, now
-from mliapdb.tables import Calculation
+from mliapdb.store.database import insert_rows, now
+from mliapdb.store.tables import Calculation
 
 SP = "--kind", "single-point"
 HEADER = (
@@ -152,9 +152,9 @@ def test_bins_with_dof_bin(db: Path) -> None:
 
 
 def test_library_refuses_the_same(db: Path) -> None:
-    from mliapdb import db as dbmod
+    from mliapdb.analysis.queries import ehull_mae, near_hull
     from mliapdb.errors import MliapdbError
-    from mliapdb.queries import ehull_mae, near_hull
+    from mliapdb.store import database as dbmod
 
     con = dbmod.connect(db, read_only=True)
     try:

@@ -1,5 +1,5 @@
 """Cluster options of ``mliapdb ingest relax`` (``--workers``, ``--scheduler``, ``--slurm``...):
-without them the serial path runs; with them :mod:`mliapdb.distributed` does."""
+without them the serial path runs; with them :mod:`mliapdb.compute.cluster` does."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def cluster_options(func):
 def cluster_from_params(params: dict[str, Any]):
     """``(ClusterOptions, shard_size)`` from the command's keyword arguments, or None when
     no cluster is asked for (the serial path). Raises :class:`MliapdbError` for bad ones."""
-    from mliapdb.distributed import DEFAULT_SHARD_SIZE, ClusterOptions
+    from mliapdb.compute.cluster import DEFAULT_SHARD_SIZE, ClusterOptions
 
     values = {name: params.get(name) for name in _NAMES}
     shard_size = values.pop("shard_size")

@@ -28,9 +28,9 @@ def export(ctx, name, out, model, kind, dataset, settings_hash, db_path) -> None
     VIEW 'predictions' one model's usable results in the layout 'ingest predictions' reads
     (material_id, formula, n_atoms, energy in eV per cell, relaxed_structure), so that an
     export imports back into another database with the same entries."""
-    from mliapdb import db
+    from mliapdb.compute.predictions import export_kind, prediction_rows, relation_rows, write_rows
     from mliapdb.errors import MliapdbError
-    from mliapdb.predictions import export_kind, prediction_rows, relation_rows, write_rows
+    from mliapdb.store import database as db
 
     export_kind(out)
     if name != "predictions" and (model or dataset or settings_hash):

@@ -31,9 +31,9 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> Non
     rebuilds the dataset's DFT hull, all in one transaction: a bad file or entry leaves the
     database as it was. Re-ingesting the same data changes nothing.
     """
-    from mliapdb import db
-    from mliapdb.entries import load_entry_files
-    from mliapdb.ingest import check_dataset_name, check_symprecs, ingest_parsed
+    from mliapdb.materials.entries import load_entry_files
+    from mliapdb.materials.ingest import check_dataset_name, check_symprecs, ingest_parsed
+    from mliapdb.store import database as db
 
     path = resolve_db(ctx, db_path)
     missing = [str(p) for p in paths if _missing(p)]
@@ -83,10 +83,10 @@ def _missing(path: Path) -> bool:
 
 def check_writable_db(db_path: str) -> None:
     """Refuse, before any file is parsed, a local ``--db`` that cannot be written
-    (:func:`mliapdb.dbfile.check_writable_location`); remote URLs are left to
-    :func:`mliapdb.db.connect`."""
-    from mliapdb.dbfile import check_writable_location
-    from mliapdb.remote import is_remote
+    (:func:`mliapdb.store.file.check_writable_location`); remote URLs are left to
+    :func:`mliapdb.store.database.connect`."""
+    from mliapdb.store.file import check_writable_location
+    from mliapdb.store.remote import is_remote
 
     if not is_remote(db_path):
         check_writable_location(Path(db_path))
@@ -95,7 +95,7 @@ def check_writable_db(db_path: str) -> None:
 def refresh_model_hulls(con) -> None:
     """Rebuild the model hulls, then the stored error rows, whose inputs changed (status
     lines on stderr)."""
-    from mliapdb.derived import refresh_derived
+    from mliapdb.analysis.derived import refresh_derived
 
     refresh_derived(con, status)
 
@@ -112,9 +112,9 @@ def hulls(ctx, db_path) -> None:
     stale data: the rows of a stale model hull or of stale error rows are left out of every
     view and query (the queries say how many) until this command stores them again.
     """
-    from mliapdb import db
-    from mliapdb.error_rows import n_stale as n_stale_rows
-    from mliapdb.model_hull import n_stale
+    from mliapdb.analysis.error_rows import n_stale as n_stale_rows
+    from mliapdb.analysis.model_hull import n_stale
+    from mliapdb.store import database as db
 
     path = resolve_db(ctx, db_path)
     con = db.connect(path)
@@ -247,9 +247,10 @@ def relax(
     weights you give); any other is refused unless --as NAME stores it as a model of its
     own. Each row records its checkpoint's sha256.
     """
-    from mliapdb import db
-    from mliapdb.calculations import run_calculations, select_targets
     from mliapdb.cli.cluster import cluster_from_params, log_merged
+    from mliapdb.compute.calculations import RunOptions, select_targets
+    from mliapdb.compute.run import run_calculations
+    from mliapdb.store import database as db
 
     on_cluster = cluster_from_params(cluster)
 
@@ -258,6 +259,10 @@ def relax(
         overrides["fmax"] = fmax
     if max_steps is not None:
         overrides["max_steps"] = max_steps
+    options = RunOptions(kind=kind, device=device, checkpoint=checkpoint, as_name=as_name,
+                         settings_overrides=overrides, retry_failed=retry_failed,
+                         threads=threads or None, force=force, engine=engine,
+                         max_atoms=max_atoms)
     path = resolve_db(ctx, db_path)
     con = db.connect(path)
     try:
@@ -267,23 +272,17 @@ def relax(
         )
         if on_cluster is None:
             report = run_calculations(
-                con, model, targets, device=device, checkpoint=checkpoint,
-                settings_overrides=overrides, retry_failed=retry_failed, progress=progress_bar,
-                on_result=None if stderr_is_terminal() else _log_result,
-                threads=threads or None, kind=kind.replace("-", "_"), force=force,
-                engine=engine, max_atoms=max_atoms, db_path=path, as_name=as_name,
+                con, model, targets, options, progress=progress_bar,
+                on_result=None if stderr_is_terminal() else _log_result, db_path=path,
             )
         else:
-            from mliapdb.distributed import run_distributed
+            from mliapdb.compute.cluster import run_distributed
 
-            options, shard_size = on_cluster
+            cluster_options, shard_size = on_cluster
             report = run_distributed(
-                con, path, model, targets, cluster=options, shard_size=shard_size,
-                device=device, checkpoint=checkpoint, settings_overrides=overrides,
-                retry_failed=retry_failed, progress=progress_bar,
+                con, path, model, targets, options, cluster=cluster_options,
+                shard_size=shard_size, progress=progress_bar,
                 on_shard=None if stderr_is_terminal() else log_merged,
-                threads=threads or None, kind=kind.replace("-", "_"), force=force,
-                engine=engine, max_atoms=max_atoms, as_name=as_name,
             )
         refresh_model_hulls(con)
     except KeyboardInterrupt:

@@ -75,11 +75,11 @@ def mp(
     holds one version. Entries without a structure or not GGA/GGA+U are left out and listed.
     Any failure (no or rejected key, rate limit, server error, no network) writes nothing.
     """
-    from mliapdb import db
     from mliapdb.cli.ingest import refresh_model_hulls
-    from mliapdb.entries import load_entries
-    from mliapdb.ingest import check_dataset_name, ingest_parsed
-    from mliapdb.mp_api import fetch_entries, fetch_rows, subsystems
+    from mliapdb.materials.entries import load_entries
+    from mliapdb.materials.ingest import check_dataset_name, ingest_parsed
+    from mliapdb.materials.mp_api import fetch_entries, fetch_rows, subsystems
+    from mliapdb.store import database as db
 
     path = resolve_db(ctx, db_path)
     check_dataset_name(dataset)

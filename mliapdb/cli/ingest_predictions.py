@@ -46,9 +46,9 @@ def predictions(ctx, path, model, kind, dataset, energy_column, energy_unit, str
     transaction under settings of their own (source file and sha256), never pooled with
     locally computed runs. Importing the same file again changes nothing.
     """
-    from mliapdb import db
     from mliapdb.cli.ingest import refresh_model_hulls
-    from mliapdb.predictions import file_kind, import_predictions
+    from mliapdb.compute.predictions import file_kind, import_predictions
+    from mliapdb.store import database as db
 
     file_kind(path)
     db_file = resolve_db(ctx, db_path)

@@ -9,7 +9,7 @@ from mliapdb.cli.output import emit, format_option
 
 def availability(spec) -> tuple[bool, str]:
     """(ready, why): packages installed (metadata only) and checkpoint present."""
-    from mliapdb.models.registry import availability as model_availability
+    from mliapdb.compute.models.registry import availability as model_availability
 
     try:
         return model_availability(spec)
@@ -21,7 +21,7 @@ def availability(spec) -> tuple[bool, str]:
 @format_option
 def models(fmt) -> None:
     """List the registered models, their energy convention and whether they can run here."""
-    from mliapdb.models.registry import load_model_specs
+    from mliapdb.compute.models.registry import load_model_specs
 
     rows = []
     for name, spec in sorted(load_model_specs().items()):

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import click
 
+from mliapdb.analysis.queries import CONVENTIONS, GROUPINGS, HULL_COVERAGES
 from mliapdb.cli.common import db_option, resolve_db
 from mliapdb.cli.output import emit, format_option, status
-from mliapdb.queries import CONVENTIONS, GROUPINGS, HULL_COVERAGES
 
 
 def _run_query(ctx: click.Context, db_path: str | None, fmt: str, func, **kwargs):
     """Run ``func(con, **kwargs)`` on a read-only connection, print its description on stderr
     and its rows in ``fmt`` on stdout (an empty result: its hint on stderr too); return the
     result."""
-    from mliapdb import db
+    from mliapdb.store import database as db
 
     con = db.connect(resolve_db(ctx, db_path), read_only=True)
     try:
@@ -59,7 +59,7 @@ HULL_COVERAGE = click.option(
 
 
 def by_option(default: str, choices=None):
-    """The shared ``--by`` grouping option (names from :data:`mliapdb.queries.GROUPINGS`),
+    """The shared ``--by`` grouping option (names from :data:`mliapdb.analysis.queries.GROUPINGS`),
     repeatable: several combine."""
     return click.option(
         "--by",
@@ -80,7 +80,7 @@ def _by_arg(by: tuple[str, ...]):
 def fair_options(ci: bool = True):
     """``--common``, ``--exclude-suspicious`` and, for statistics of errors, ``--ci`` and
     ``--seed``."""
-    from mliapdb.fair import DEFAULT_SEED, N_BOOT
+    from mliapdb.analysis.fair import DEFAULT_SEED, N_BOOT
 
     def decorate(f):
         if ci:
@@ -145,9 +145,9 @@ def ehull_mae(
 ):
     """Count, MAE, RMSE, mean and median signed error (meV/atom) and fraction underpredicted
     of Ehull, per model and group."""
-    from mliapdb.fair import check_level
-    from mliapdb.queries import check_query_inputs, parse_bins
-    from mliapdb.queries import ehull_mae as run
+    from mliapdb.analysis.fair import check_level
+    from mliapdb.analysis.queries import check_query_inputs, parse_bins
+    from mliapdb.analysis.queries import ehull_mae as run
 
     edges = parse_bins(bins) if bins is not None else None
     check_query_inputs(by, edges, near_hull, symprec)  # before the database is opened
@@ -181,9 +181,9 @@ def ehull_mae(
 def near_hull(ctx, threshold, by, model, kind, convention, hull_coverage, common, ci, seed,
               fmt, db_path, exclude_suspicious=False):
     """Ehull errors of the near-hull materials: are they underpredicted?"""
-    from mliapdb.fair import check_level
-    from mliapdb.queries import check_threshold
-    from mliapdb.queries import near_hull as run
+    from mliapdb.analysis.fair import check_level
+    from mliapdb.analysis.queries import check_threshold
+    from mliapdb.analysis.queries import near_hull as run
 
     check_threshold(threshold, "--threshold")  # before the database is opened
     check_level(ci)
@@ -194,7 +194,8 @@ def near_hull(ctx, threshold, by, model, kind, convention, hull_coverage, common
 
 
 def _per_model_query(name: str, function: str, help_text: str, ci: bool = True) -> None:
-    """Register ``mliapdb query NAME``: ``mliapdb.queries.FUNCTION`` per model, with --model,
+    """Register ``mliapdb query NAME``: ``mliapdb.analysis.queries.FUNCTION`` per model, with
+    --model,
     --kind, --convention, --by, --common and (``ci``) --ci / --seed."""
 
     @query.command(name, help=help_text)
@@ -208,8 +209,8 @@ def _per_model_query(name: str, function: str, help_text: str, ci: bool = True) 
     @click.pass_context
     def command(ctx, by, model, kind, convention, common, fmt, db_path, ci=None, seed=None,
                 exclude_suspicious=False):
-        from mliapdb import queries
-        from mliapdb.fair import check_level
+        from mliapdb.analysis import queries
+        from mliapdb.analysis.fair import check_level
 
         check_level(ci)
         extra = {"ci": ci, "seed": seed} if ci is not None else {}
@@ -239,8 +240,8 @@ def relax_effect(ctx, by, model, kind, convention, common, ci, seed, fmt, db_pat
                  exclude_suspicious=False):
     """What relaxing does: Ehull errors of the same materials after a single point on the DFT
     structure and after a relaxation, and the relaxation energy."""
-    from mliapdb.fair import check_level
-    from mliapdb.queries import relaxation_effect as run
+    from mliapdb.analysis.fair import check_level
+    from mliapdb.analysis.queries import relaxation_effect as run
 
     check_level(ci)
     _run_query(ctx, db_path, fmt, run, by=_by_arg(by), model=model,
@@ -257,7 +258,7 @@ def relax_effect(ctx, by, model, kind, convention, common, ci, seed, fmt, db_pat
 @click.pass_context
 def symmetry(ctx, by, model, common, fmt, db_path, exclude_suspicious=False):
     """Space group kept / lowered / raised after relaxation, and RMSD, per model."""
-    from mliapdb.queries import symmetry as run
+    from mliapdb.analysis.queries import symmetry as run
 
     _run_query(ctx, db_path, fmt, run, model=model, by=_by_arg(by), common=common,
                exclude_suspicious=exclude_suspicious)
@@ -271,6 +272,6 @@ def symmetry(ctx, by, model, common, fmt, db_path, exclude_suspicious=False):
 @click.pass_context
 def calculations(ctx, model, dataset, fmt, db_path):
     """How many calculations per model ended ok, not converged or failed."""
-    from mliapdb.queries import calculation_summary
+    from mliapdb.analysis.queries import calculation_summary
 
     _run_query(ctx, db_path, fmt, calculation_summary, model=model, dataset=dataset)

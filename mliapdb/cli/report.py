@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
+from mliapdb.analysis.report import CONVENTIONS, KINDS
 from mliapdb.cli.common import db_option, resolve_db
 from mliapdb.cli.output import status
-from mliapdb.report import CONVENTIONS, KINDS
 
 
 @click.command("report")
@@ -28,7 +28,7 @@ from mliapdb.report import CONVENTIONS, KINDS
 def report(ctx, out_dir, conventions, kind, models, db_path) -> None:
     """Write the study report: per-convention tables of Ehull, energy and stability errors
     (meV/atom), the study claims, and figures. Prints the files written on stdout."""
-    from mliapdb.report import build_report
+    from mliapdb.analysis.report import build_report
 
     result = build_report(
         resolve_db(ctx, db_path), out_dir, conventions=conventions or None, kind=kind,

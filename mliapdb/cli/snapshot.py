@@ -68,7 +68,7 @@ def publish(ctx, out_dir, name, fmt, db_path) -> None:
     stored error rows are rebuilt in the copy, so that the snapshot serves them. Views that
     are not mliapdb's are left out of the copy. Prints the files.
     """
-    from mliapdb.snapshot import publish as run
+    from mliapdb.sharing.snapshot import publish as run
 
     path = resolve_db(ctx, db_path)
     published = run(path, out_dir, name, on_status=status)
@@ -91,11 +91,12 @@ def list_(indexes, fmt) -> None:
     Control characters in a description are printed as visible \\xNN escapes (in every
     format); an entry whose name or URL holds one is refused.
     """
-    from mliapdb.download import DEFAULT_INDEX, load_indexes, printable
+    from mliapdb.errors import printable
+    from mliapdb.sharing.download import default_index, load_indexes
 
     entries = load_indexes(indexes)
     if not entries:
-        status(f"no snapshots in {DEFAULT_INDEX}"
+        status(f"no snapshots in {default_index()}"
                + (f" or {', '.join(indexes)}" if indexes else "")
                + " - publish one with 'mliapdb snapshot publish' (see snapshots/README.md)")
     emit(["name", "size", "sha256", "description", "url"],
@@ -127,8 +128,8 @@ def pull(source, to, deadline, min_rate, rate_window, indexes, fmt) -> None:
     (nothing kept), and gives up under --min-rate or past --deadline (a non-empty DEST.part is
     kept: the same command resumes it).
     """
-    from mliapdb.download import TransferLimits, destination, resolve
-    from mliapdb.download import pull as run
+    from mliapdb.sharing.download import TransferLimits, destination, resolve
+    from mliapdb.sharing.download import pull as run
 
     limits = TransferLimits(deadline_s=deadline, min_rate=min_rate, window_s=rate_window)
     src = resolve(source, indexes)
@@ -150,7 +151,7 @@ def verify(path, manifest_path, fmt) -> None:
     """Re-check a snapshot file (and the other files of its manifest, where present) against
     its manifest: size and sha256 of each, and that this mliapdb reads its schema."""
     from mliapdb.errors import MliapdbError
-    from mliapdb.snapshot import verify as run
+    from mliapdb.sharing.snapshot import verify as run
 
     manifest, checks = run(path, manifest_path)
     emit(["path", "status", "size", "sha256"],
@@ -176,7 +177,7 @@ def merge(inputs, into, fmt) -> None:
     rows are rebuilt. Conflicting DFT data for a material refuses the merge and writes
     nothing. Older schemas are migrated in temporary copies.
     """
-    from mliapdb.merge import merge as run
+    from mliapdb.sharing.merge import merge as run
 
     report = run(inputs, into, on_status=status)
     for line in report.settings_differ:

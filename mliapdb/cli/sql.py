@@ -9,37 +9,7 @@ import click
 from mliapdb.cli.common import db_option, resolve_db
 from mliapdb.cli.output import emit, format_option
 from mliapdb.errors import MliapdbError
-
-READING_KINDS = ("SELECT", "EXPLAIN")
-"""Statement types ``mliapdb sql`` runs (DuckDB's parser: SELECT also covers WITH, VALUES,
-FROM-first, SHOW, DESCRIBE, SUMMARIZE and set operations)."""
-
-
-def reading_statement(statement: str):
-    """The one statement of ``statement``, parsed by DuckDB, if it is of a reading kind; a
-    one-line error naming what was refused otherwise."""
-    import duckdb
-
-    try:
-        statement.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise MliapdbError("the statement is not valid UTF-8 - write it in UTF-8") from exc
-    try:
-        statements = duckdb.extract_statements(statement)
-    except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MliapdbError(f"{first} - check the SQL") from exc
-    if len(statements) != 1:
-        raise MliapdbError(
-            f"'mliapdb sql' runs exactly one statement, got {len(statements)} - run them one "
-            "at a time")
-    kind = statements[0].type.name
-    if kind not in READING_KINDS:
-        raise MliapdbError(
-            f"'mliapdb sql' is read-only: {kind} statements are refused (only SELECT, WITH, "
-            "VALUES, SHOW, DESCRIBE, SUMMARIZE and EXPLAIN run) - use the ingest commands to "
-            "write, 'mliapdb snapshot' to copy")
-    return statements[0]
+from mliapdb.store.database import reading_statement
 
 
 @click.command()
@@ -72,7 +42,7 @@ def sql(ctx, statement, params, readable, fmt, db_path) -> None:
     """
     import duckdb
 
-    from mliapdb import db
+    from mliapdb.store import database as db
 
     parsed = reading_statement(statement)
     con = db.connect(resolve_db(ctx, db_path), read_only=True)

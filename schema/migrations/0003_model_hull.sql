@@ -1,6 +1,6 @@
 -- The model-hull conventions: convex hulls rebuilt per dataset from one model's own energies
 -- (MP2020-corrected footing) for one settings hash and calculation kind, with the model's
--- elemental references ('model') or the DFT ones ('dft'). Filled by mliapdb.model_hull; the
+-- elemental references ('model') or the DFT ones ('dft'). Filled by mliapdb.analysis.model_hull; the
 -- views serve a build only while its fingerprint equals the current inputs' (never stale).
 -- Statistics settings: the near-hull threshold (eV/atom) and the DOF bin lower edges.
 

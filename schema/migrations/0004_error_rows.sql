@@ -9,7 +9,7 @@
 -- ('complete' | 'filled').
 --
 -- ehull_error_rows holds the rows of the view stg_ehull_errors_live for one
--- (dataset, model, settings hash, calculation kind), written by mliapdb.model_hull together
+-- (dataset, model, settings hash, calculation kind), written by mliapdb.analysis.model_hull together
 -- with the model hulls (no primary key: written only by that code, one build at a time);
 -- ehull_error_builds records each build's id and the fingerprint of its inputs. The view
 -- ehull_errors_all serves stored rows only while that fingerprint matches, so a stored row is

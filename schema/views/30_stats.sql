@@ -4,7 +4,7 @@
 --   dft-hull             the fixed DFT hull (Matbench Discovery): model Ehull = DFT Ehull +
 --                        model formation-energy error, DFT elemental references;
 --   model-hull           the hull rebuilt from the model's own energies for every entry of the
---                        dataset, model elemental references (mliapdb.model_hull);
+--                        dataset, model elemental references (mliapdb.analysis.model_hull);
 --   model-hull-dft-refs  the same hull with the DFT elemental references (compounds only:
 --                        elemental materials have no row, so its n is smaller).
 -- Statistics are per dataset (one MP snapshot): never mixed across datasets.
@@ -147,7 +147,7 @@ LEFT JOIN ehull_error_builds AS b
     AND b.calc_kind = i.calc_kind;
 
 -- One row per usable calculation x convention x symmetry analysis: the stored rows of fresh
--- builds (mliapdb.error_rows, refreshed at the end of every ingest and by 'mliapdb ingest
+-- builds (mliapdb.analysis.error_rows, refreshed at the end of every ingest and by 'mliapdb ingest
 -- hulls'). A build whose inputs changed serves nothing until it is stored again (never stale);
 -- stg_ehull_errors_live computes the same rows from the base tables.
 CREATE OR REPLACE VIEW ehull_errors_all AS

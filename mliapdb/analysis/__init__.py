@@ -1,0 +1,1 @@
+"""Model hulls, error rows, statistics, claims, reports and the study (above compute)."""

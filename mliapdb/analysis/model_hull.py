@@ -1,0 +1,254 @@
+"""The model-hull conventions: convex hulls rebuilt from one model's own energies.
+
+For each (dataset, model, settings hash, calculation kind) with usable model energies
+(``stg_model_energies.e_per_atom_model``: MP2020-corrected footing, eV/atom), two hulls:
+
+* ``refs = "model"``: every entry with a model energy, elements included, so the elemental
+  references are the model's lowest elemental energies;
+* ``refs = "dft"``: the compounds' model energies against the DFT elemental entries (the
+  formation energies use DFT references); elemental materials get no row.
+
+A material's row is ``complete`` when every accepted DFT entry of every subsystem of its
+chemical system (elements included for ``"model"``) has a model energy: only then is its hull
+the one the model predicts for all competing phases. Missing entries (failed or unconverged
+relaxations) can only raise the hull and lower the model's Ehull, so the statistics views
+count complete rows only by default.
+
+Fill-ins (``stg_model_fill_energies``): an entry whose relaxation failed or did not converge
+enters the hull with the lowest energy the model reached for it (single point on the DFT
+structure, or the last step), an upper bound of the model's own minimum; it gets no row of its
+own. An entry with no model energy at all (the single point failed) whose DFT Ehull is at
+least :data:`FAR_ABOVE_HULL` is assumed to lie off the model's hull. ``complete_filled``
+says a material's system is complete once fill-ins count (the
+statistics count those rows too when the database setting ``model_hull_coverage`` is
+``filled``). A strictly complete material has no fill-in in its system, so its values are the
+same with or without them.
+
+Each build stores the fingerprint of its inputs (``stg_model_hull_inputs``: count and an
+order-free hash of the calculations' energy columns, the model's energy convention and the
+dataset's DFT entries). The views serve a
+build only while the fingerprint matches, so a hull is never served stale;
+:func:`rebuild_model_hulls` rebuilds the stale ones (``mliapdb ingest`` does at the end of
+every run; ``mliapdb ingest hulls`` on demand).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+
+from mliapdb.store.database import duckdb_version, insert_rows, now, transaction
+
+FAR_ABOVE_HULL = 0.2
+"""eV/atom: an entry with no model energy at all (calculation failed before any energy)
+whose DFT Ehull is at least this is assumed not to lie on the model's hull, so it does not
+make its supersystems incomplete under fill-ins (``complete_filled``). 0.2 eV/atom is several
+times the Ehull MAE of any MLIAP measured here."""
+
+REFS = ("model", "dft")
+"""Elemental references of the model-hull conventions (``model-hull``, ``model-hull-dft-refs``)."""
+
+
+@dataclass(frozen=True)
+class HullKey:
+    dataset: str
+    model: str
+    settings_hash: str
+    calc_kind: str
+
+
+@dataclass
+class BuildReport:
+    key: HullKey
+    n_entries: int
+    n_complete: int
+    n_filled: int = 0
+    n_complete_filled: int = 0
+
+
+def stale_builds(
+    con: duckdb.DuckDBPyConnection, inputs: str, builds: str
+) -> tuple[list[tuple[HullKey, str]], list[HullKey]]:
+    """(keys of view ``inputs`` whose build in table ``builds`` is missing or has another
+    fingerprint, with the current one; keys built whose inputs are gone). ``inputs`` and
+    ``builds`` are names from this package, never user text."""
+    rows = con.execute(
+        "SELECT i.dataset, i.model, i.settings_hash, i.calc_kind, i.fingerprint "
+        f"FROM {inputs} i LEFT JOIN {builds} b "
+        "USING (dataset, model, settings_hash, calc_kind) "
+        "WHERE b.fingerprint IS DISTINCT FROM i.fingerprint ORDER BY ALL"
+    ).fetchall()
+    gone = con.execute(
+        f"SELECT b.dataset, b.model, b.settings_hash, b.calc_kind FROM {builds} b "
+        f"ANTI JOIN {inputs} i USING (dataset, model, settings_hash, calc_kind) ORDER BY ALL"
+    ).fetchall()
+    return [(HullKey(*r[:4]), r[4]) for r in rows], [HullKey(*r) for r in gone]
+
+
+def stale_keys(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[HullKey, str]], list[HullKey]]:
+    """(model hulls to build with their current fingerprint, builds whose inputs are gone)."""
+    return stale_builds(con, "stg_model_hull_inputs", "model_hull_builds")
+
+
+def n_stale(con: duckdb.DuckDBPyConnection) -> int:
+    """How many model hulls the views cannot serve now (missing or stale builds)."""
+    return len(stale_keys(con)[0])
+
+
+def rebuild_model_hulls(
+    con: duckdb.DuckDBPyConnection, keys: Sequence[HullKey] | None = None
+) -> list[BuildReport]:
+    """Rebuild every stale model hull (or only ``keys`` among them), each in one transaction;
+    delete builds whose inputs are gone. Returns what was built."""
+    return rebuild_stale(con, stale_keys(con), _delete, _build, keys)
+
+
+def rebuild_stale(con, stale, delete, build, keys=None) -> list:
+    """The refresh shared by the derived tables: ``stale`` = (keys to build with their
+    fingerprint, keys whose inputs are gone); ``delete(con, key)`` each gone one and
+    ``build(con, key, fingerprint)`` each stale one (or only ``keys`` among them), one
+    transaction each. Returns what ``build`` returned."""
+    to_build, gone = stale
+    for key in gone:
+        with transaction(con):
+            delete(con, key)
+    out = []
+    for key, fingerprint in to_build:
+        if keys is not None and key not in keys:
+            continue
+        with transaction(con):
+            out.append(build(con, key, fingerprint))
+    return out
+
+
+def _delete(con: duckdb.DuckDBPyConnection, key: HullKey) -> None:
+    params = [key.dataset, key.model, key.settings_hash, key.calc_kind]
+    where = "dataset = ? AND model = ? AND settings_hash = ? AND calc_kind = ?"
+    con.execute(f"DELETE FROM model_hull WHERE {where}", params).fetchall()
+    con.execute(f"DELETE FROM model_hull_builds WHERE {where}", params).fetchall()
+
+
+def _masks(compositions: list[dict]) -> tuple[list[int], dict[str, int]]:
+    """Element bit masks of compositions (one bit per element)."""
+    bits: dict[str, int] = {}
+    masks = []
+    for comp in compositions:
+        mask = 0
+        for el, amount in comp.items():
+            if amount > 0:
+                mask |= 1 << bits.setdefault(el, len(bits))
+        masks.append(mask)
+    return masks, bits
+
+
+def _subsets(mask: int) -> list[int]:
+    """Non-empty sub-masks of ``mask``."""
+    out, sub = [], mask
+    while sub:
+        out.append(sub)
+        sub = (sub - 1) & mask
+    return out
+
+
+def _build(con: duckdb.DuckDBPyConnection, key: HullKey, fingerprint: str) -> BuildReport:
+    from mliapdb.materials.hull import compute_hull
+
+    model_rows = con.execute(
+        "SELECT e.material_id, m.composition, e.e_per_atom_model FROM stg_model_energies e "
+        "JOIN mp_materials m USING (dataset, material_id) WHERE e.dataset = ? AND e.model = ? "
+        "AND e.settings_hash = ? AND e.calc_kind = ? AND e.e_per_atom_model IS NOT NULL "
+        "ORDER BY e.material_id",
+        [key.dataset, key.model, key.settings_hash, key.calc_kind],
+    ).fetchall()
+    dft_rows = con.execute(
+        "SELECT m.material_id, m.composition, e.energy_corrected / e.n_atoms, h.e_above_hull "
+        "FROM mp_materials m JOIN dft_entries e USING (dataset, material_id) "
+        "LEFT JOIN dft_hull h USING (dataset, material_id) "
+        "WHERE m.dataset = ? AND e.compat_status = 'ok' ORDER BY m.material_id",
+        [key.dataset],
+    ).fetchall()
+    _delete(con, key)
+    fill_rows = con.execute(
+        "SELECT f.material_id, m.composition, f.e_per_atom_fill FROM stg_model_fill_energies f "
+        "JOIN mp_materials m USING (dataset, material_id) WHERE f.dataset = ? AND f.model = ? "
+        "AND f.settings_hash = ? AND f.calc_kind = ? ORDER BY f.material_id",
+        [key.dataset, key.model, key.settings_hash, key.calc_kind],
+    ).fetchall()
+    dft_comps = [json.loads(r[1]) for r in dft_rows]
+    model_ids = {r[0] for r in model_rows}
+    filled_ids = model_ids | {r[0] for r in fill_rows}
+    masks, bits = _masks(dft_comps)
+    mask_of = {r[0]: m for r, m in zip(dft_rows, masks, strict=True)}
+    single = {1 << b for b in bits.values()}
+    missing_all = {m for r, m in zip(dft_rows, masks, strict=True) if r[0] not in model_ids}
+    missing_compounds = missing_all - single
+    # an entry the model gave no energy at all counts as off the hull for complete_filled
+    # when DFT puts it far above the hull (a crashed or refused calculation, e.g. CHGNet on a
+    # structure with isolated atoms)
+    off_hull = {r[0] for r in dft_rows if r[3] is not None and r[3] >= FAR_ABOVE_HULL}
+    unfilled_all = {m for r, m in zip(dft_rows, masks, strict=True)
+                    if r[0] not in filled_ids and r[0] not in off_hull}
+    unfilled_compounds = unfilled_all - single
+
+    def complete(material_id: str, missing: set[int]) -> bool:
+        if not missing:
+            return True
+        return not any(sub in missing for sub in _subsets(mask_of[material_id]))
+
+    stamp = now()
+    rows = []
+    n_complete = n_complete_filled = 0
+    if model_rows:
+        # the model's entries first, then the fill-ins (which get no row of their own)
+        hull_rows = model_rows + fill_rows
+        comps = [json.loads(r[1]) for r in hull_rows]
+        energies = [r[2] for r in hull_rows]
+        own = compute_hull(comps, energies)
+        for i, r in enumerate(model_rows):
+            ok, ok_filled = complete(r[0], missing_all), complete(r[0], unfilled_all)
+            n_complete += ok
+            n_complete_filled += ok_filled
+            rows.append(_row(key, "model", r[0], energies[i], own, i, ok, ok_filled))
+        # DFT elemental references: compounds' model energies + DFT elemental entries
+        compound = [i for i, c in enumerate(comps) if sum(v > 0 for v in c.values()) > 1]
+        elements = [i for i, c in enumerate(dft_comps) if sum(v > 0 for v in c.values()) == 1]
+        if any(i < len(model_rows) for i in compound):
+            mixed = compute_hull(
+                [comps[i] for i in compound] + [dft_comps[j] for j in elements],
+                [energies[i] for i in compound] + [dft_rows[j][2] for j in elements],
+            )
+            for k, i in enumerate(compound):
+                if i >= len(model_rows):
+                    break  # fill-ins come last
+                r = model_rows[i]
+                rows.append(_row(key, "dft", r[0], energies[i], mixed, k,
+                                 complete(r[0], missing_compounds),
+                                 complete(r[0], unfilled_compounds)))
+    insert_rows(con, "model_hull", rows)
+    insert_rows(con, "model_hull_builds", [{
+        "dataset": key.dataset, "model": key.model, "settings_hash": key.settings_hash,
+        "calc_kind": key.calc_kind, "fingerprint": fingerprint,
+        "n_entries": len(model_rows), "n_complete": int(n_complete), "built_at": stamp,
+        "n_filled": len(fill_rows), "n_complete_filled": int(n_complete_filled),
+        "duckdb_version": duckdb_version(con),
+    }])
+    return BuildReport(key, len(model_rows), int(n_complete), len(fill_rows),
+                       int(n_complete_filled))
+
+
+def _row(key: HullKey, refs: str, material_id: str, e_per_atom: float, result, i: int,
+         complete: bool, complete_filled: bool) -> dict:
+    def num(x: float) -> float | None:
+        return None if x != x else float(x)  # NaN -> NULL (no elemental reference)
+
+    return {
+        "dataset": key.dataset, "model": key.model, "settings_hash": key.settings_hash,
+        "calc_kind": key.calc_kind, "refs": refs, "material_id": material_id,
+        "e_per_atom": float(e_per_atom), "e_ref_per_atom": num(result.e_ref_per_atom[i]),
+        "e_form_per_atom": num(result.e_form_per_atom[i]),
+        "e_above_hull": num(result.e_above_hull[i]), "complete": bool(complete),
+        "complete_filled": bool(complete_filled),
+    }

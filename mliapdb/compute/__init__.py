@@ -1,0 +1,1 @@
+"""Models, relaxations, engines and clusters that write calculations (above materials)."""

@@ -1,0 +1,1 @@
+"""Snapshots: publish, pull, merge (above analysis; below the CLI)."""

@@ -1,0 +1,1 @@
+"""The database: its file, schema, tables and remote reading (imports nothing above it)."""

@@ -1,0 +1,229 @@
+"""Open a mliapdb DuckDB file (local, or a remote snapshot read-only), migrated to this code's
+schema (:mod:`mliapdb.store.schema`) when opened read-write; transactions and row inserts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from mliapdb.errors import MliapdbError
+from mliapdb.store.schema import code_schema_version
+from mliapdb.store.upgrade import _check_not_newer, migrate, overlay_views
+
+DATA_CATALOG = "data"
+"""Name a local database opened read-only is attached under (the default catalog)."""
+
+
+
+def connect(path: str | Path, read_only: bool = False, create: bool = False):
+    """Open the database at ``path``; migrate it when opened read-write.
+
+    The file is checked first (:mod:`mliapdb.store.file`): a DuckDB file whose catalog holds
+    mliapdb's tables and no code, or a new path (``create=True``). A read-write open applies
+    pending migrations and this code's views, and writes nothing to a current file. A
+    read-only open never writes (an older schema is migrated first, where the file is
+    writable); it uses the file's views only where their definitions are this code's, else
+    this code's views from an in-memory overlay. An ``http(s)://`` URL opens a remote
+    snapshot read-only (:mod:`mliapdb.store.remote`).
+    """
+    from mliapdb.store.file import check_database_file, check_writable_location
+    from mliapdb.store.remote import is_remote
+
+    if is_remote(path):
+        from mliapdb.store.remote import open_remote
+
+        return open_remote(str(path), read_only=read_only)
+    path = Path(path)
+    if not path.exists():
+        if not create:
+            raise MliapdbError(
+                f"no database at {path} - run 'mliapdb --db {path} ingest entries FILE...' "
+                "to create one, or pass --db"
+            )
+        check_writable_location(path)
+    else:
+        check_database_file(path)
+    if read_only:
+        con = _open_read_only(path)
+        if con is not None:
+            return con
+        connect(path).close()  # an older schema: migrate the file, then open it read-only
+        con = _open_read_only(path)
+        if con is None:  # pragma: no cover - migrate brought it to the current version
+            raise MliapdbError(f"{path}: could not bring its schema up to date")
+        return con
+    con = _duckdb_connect(path)
+    try:
+        migrate(con, str(path))
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _duckdb_connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-write DuckDB connection to ``path`` (no extension auto-loading), with one-line
+    errors for a locked or unreadable file."""
+    from mliapdb.store.file import SAFE_CONFIG
+
+    try:
+        return duckdb.connect(str(path), config=SAFE_CONFIG)
+    except duckdb.Error as exc:
+        raise _open_error(path, exc) from exc
+
+
+def _open_error(path: Path, exc: BaseException) -> MliapdbError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "lock" in first.lower():
+        return MliapdbError(
+            f"{path} is in use by another process (a running 'mliapdb ingest'?) - wait for "
+            "it to finish, or query a copy of the file"
+        )
+    if "read-only" in first.lower() or "permission" in first.lower():
+        return MliapdbError(f"cannot write {path}: {first} - it is read-only here; copy it to "
+                            "a folder you can write, or pass another --db")
+    return MliapdbError(f"cannot open {path}: {first}")
+
+
+def _open_read_only(path: Path) -> duckdb.DuckDBPyConnection | None:
+    """An in-memory connection with ``path`` attached read-only as the default catalog, its
+    catalog checked, this code's views in front where the file's differ; None when the
+    file's schema is older than this code's (it needs migrating)."""
+    from mliapdb.store.file import SAFE_CONFIG, check_catalog
+
+    con = duckdb.connect(config=SAFE_CONFIG)
+    try:
+        try:
+            con.execute(f"ATTACH ? AS {DATA_CATALOG} (READ_ONLY)", [str(path)])
+        except duckdb.Error as exc:
+            raise _open_error(path, exc) from exc
+        con.execute(f"USE {DATA_CATALOG}")
+        have = _check_not_newer(con, str(path))
+        if have < code_schema_version():
+            con.close()
+            return None
+        check = check_catalog(con, DATA_CATALOG, have, str(path))
+        if not check.views_current:
+            overlay_views(con, DATA_CATALOG, check.foreign_views, str(path))
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, readable: Iterable[str | Path] = ()) -> None:
+    """Make ``con`` unable to touch anything outside what it has attached: no file access but
+    the ``readable`` paths (files or folders, read through table functions such as
+    ``read_parquet``), no ATTACH of files, COPY, EXPORT, INSTALL or LOAD, and a locked
+    configuration (no SET can undo it)."""
+    files, folders = [], []
+    for item in readable:
+        p = Path(item).resolve()
+        (folders if p.is_dir() else files).append(str(p) + ("/" if p.is_dir() else ""))
+    if files:
+        con.execute("SET allowed_paths = ?", [files])
+    if folders:
+        con.execute("SET allowed_directories = ?", [folders])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+@contextmanager
+def opened(path: str | Path, read_only: bool = False,
+           create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """:func:`connect` for the length of a block, closed afterwards; a database file this
+    call created is removed again when the block fails (a refused command leaves nothing)."""
+    from mliapdb.store.remote import is_remote
+
+    new = not read_only and create and not is_remote(path) and not Path(path).exists()
+    con = connect(path, read_only=read_only, create=create)
+    try:
+        yield con
+    except BaseException:
+        con.close()
+        if new:
+            for leftover in (Path(path), Path(f"{path}.wal")):
+                leftover.unlink(missing_ok=True)
+        raise
+    con.close()
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """``BEGIN ... COMMIT``, rolled back on any exception."""
+    con.begin()
+    try:
+        yield con
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
+
+
+def insert_rows(
+    con: duckdb.DuckDBPyConnection, table: str, rows: Iterable[Mapping[str, Any]]
+) -> int:
+    """Bulk-insert dict rows (keys = column names) through an Arrow table."""
+    import pyarrow as pa
+
+    rows = list(rows)
+    if not rows:
+        return 0
+    columns = list(rows[0])
+    _mliapdb_rows = pa.Table.from_pylist([{c: r[c] for c in columns} for r in rows])  # noqa: F841
+    # DuckDB's replacement scan reads the local Arrow table by name (no register(), which a
+    # pending result of this connection would block).
+    con.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) "
+        f"SELECT {', '.join(columns)} FROM _mliapdb_rows"
+    ).fetchall()
+    return len(rows)
+
+
+def duckdb_version(con: duckdb.DuckDBPyConnection) -> str:
+    """The DuckDB release of this connection as SQL's ``version()`` gives it (stored with
+    fingerprinted builds: ``hash()`` differs between releases)."""
+    return str(con.execute("SELECT version()").fetchone()[0])
+
+
+def now() -> datetime:
+    """UTC now without tzinfo (DuckDB TIMESTAMP)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+READING_KINDS = ("SELECT", "EXPLAIN")
+"""Statement types ``mliapdb sql`` runs (DuckDB's parser: SELECT also covers WITH, VALUES,
+FROM-first, SHOW, DESCRIBE, SUMMARIZE and set operations)."""
+
+
+def reading_statement(statement: str, label: str = "'mliapdb sql'"):
+    """The one statement of ``statement``, parsed by DuckDB, if it is of a reading kind; a
+    one-line error naming what was refused otherwise (``label``: who refuses)."""
+    import duckdb
+
+    try:
+        statement.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MliapdbError("the statement is not valid UTF-8 - write it in UTF-8") from exc
+    try:
+        statements = duckdb.extract_statements(statement)
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MliapdbError(f"{first} - check the SQL") from exc
+    if len(statements) != 1:
+        raise MliapdbError(
+            f"{label} runs exactly one statement, got {len(statements)} - run them one "
+            "at a time")
+    kind = statements[0].type.name
+    if kind not in READING_KINDS:
+        raise MliapdbError(
+            f"{label} is read-only: {kind} statements are refused (only SELECT, WITH, "
+            "VALUES, SHOW, DESCRIBE, SUMMARIZE and EXPLAIN run) - use the ingest commands to "
+            "write, 'mliapdb snapshot' to copy")
+    return statements[0]
+
