@@ -9,7 +9,7 @@ DEMO_N ?= 16
 MACE_VENV ?= .venv-mace
 MACE_BIN := $(MACE_VENV)/bin
 
-.PHONY: install install-mace demo test lint bench bench-hull bench-relax bench-overhead \
+.PHONY: install install-mace chromium demo test lint bench bench-hull bench-relax bench-overhead \
 	bench-batched bench-stats bench-open docs docs-check study clean
 
 install: $(VENV)/.installed
@@ -53,8 +53,15 @@ demo: install
 	  --min-nelements 2 --max-sites 12 --limit $(DEMO_N)
 	$(BIN)/mliapdb --db $(DEMO_DB) query ehull-mae --by dof
 
+# The HTML report test looks at the report in headless Chromium: Debian's package (needs root
+# and apt; ~13 s), installed once unless a chromium is on the PATH.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium >/dev/null; }
+
 # The MACE adapter test runs in .venv-mace (in .venv it is skipped: no mace-torch there).
-test: install install-mace
+test: install install-mace chromium
 	$(BIN)/python -m pytest -q
 	$(MACE_BIN)/python -m pytest -q tests/test_mace_adapter.py
 

@@ -260,18 +260,25 @@ def test_exact_output(db: dict) -> None:
     result = run("--db", db["path"], "query", "ehull-mae", "--by", "hubbard", "--kind",
                  "single-point", "--common", "--format", "csv")
     assert result.exit_code == 0, result.output
-    lines = ["model,hubbard,n,mae_meV,rmse_meV,mean_signed_error_meV,"
-             "median_signed_error_meV,frac_underpredicted,coverage"]
+    import csv
+    import io
+
+    got = list(csv.reader(io.StringIO(result.stdout)))
+    assert got[0] == ["model", "hubbard", "n", "mae_meV", "rmse_meV", "mean_signed_error_meV",
+                      "median_signed_error_meV", "frac_underpredicted", "coverage"]
     common_rows = [r for r in rows if (r["dataset"], r["material_id"]) in shared]
+    expected = []
     for (model, h), members in sorted(groupby(common_rows, "model", hub).items()):
         e = np.array([r["e_above_hull_error"] for r in members])
         n_any = len({(r["dataset"], r["material_id"]) for r in rows if hub(r) == h}
                     & union)
-        cells = [len(e), mev(np.abs(e)), round(float(np.sqrt(np.mean(e * e))) * 1000, 2),
-                 mev(e), round(float(np.median(e)) * 1000, 2),
-                 round(float(np.mean(e < 0)), 3), f"{len(e)}/{n_any}"]
-        lines.append(",".join([model, h] + [str(c) for c in cells]))
-    assert result.stdout == "\n".join(lines) + "\n"
+        expected.append([model, h, str(len(e)), float(np.mean(np.abs(e))) * 1000,
+                         float(np.sqrt(np.mean(e * e))) * 1000, float(np.mean(e)) * 1000,
+                         float(np.median(e)) * 1000, float(np.mean(e < 0)), f"{len(e)}/{n_any}"])
+    assert len(got) - 1 == len(expected)
+    for row, want in zip(got[1:], expected, strict=True):  # csv: every digit
+        assert row[:3] + row[-1:] == want[:3] + want[-1:]
+        assert [float(x) for x in row[3:-1]] == pytest.approx(want[3:-1], rel=1e-12)
     assert result.stderr.startswith("Ehull error = model - DFT (meV/atom), fixed DFT hull")
     assert f"--common: {len(shared)} of {len(union)} materials are counted by every one " \
            "of the 2 compared series" in result.stderr

@@ -1,8 +1,8 @@
 """The house: one subpackage per concern, imports pointing down only, no import cycles.
 
 Layers, bottom to top: the leaves at the package root (``config``, ``errors``, ``render``,
-``digest``), ``store``, ``materials``, ``compute``, ``analysis``, ``sharing``, ``api``,
-``cli``. Every import (function-level ones included; ``if TYPE_CHECKING:`` blocks excluded)
+``digest``, ``progress``), ``store``, ``materials``, ``compute``, ``analysis``, ``sharing``,
+``api``, ``cli``. Every import (function-level ones included; ``if TYPE_CHECKING:`` blocks excluded)
 goes to the same layer or one below, and no chain of imports comes back to where it started.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import mliapdb
 
 PACKAGE = Path(mliapdb.__file__).parent
-LAYERS = ["config", "errors", "render", "digest", "store", "materials", "compute", "analysis",
-          "sharing", "api", "cli", "__main__"]
-RANK = {name: (0 if i < 4 else i - 3) for i, name in enumerate(LAYERS)}
+LAYERS = ["config", "errors", "render", "digest", "progress", "store", "materials", "compute",
+          "analysis", "sharing", "api", "cli", "__main__"]
+RANK = {name: (0 if i < 5 else i - 4) for i, name in enumerate(LAYERS)}
 
 
 def _modules() -> dict[str, Path]:

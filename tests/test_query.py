@@ -89,15 +89,18 @@ def test_ehull_mae_by_model_exact_output(db_path: Path) -> None:
 
 def test_ehull_mae_formats(db_path: Path) -> None:
     args = ["--db", str(db_path), "query", "ehull-mae", "--by", "model", "--model", "model-a"]
-    assert run(*args, "--format", "csv").stdout == (
-        "model,n,mae_meV,rmse_meV,mean_signed_error_meV,median_signed_error_meV,"
-        "frac_underpredicted\nmodel-a,4,25.0,27.39,-20.0,-25.0,0.75\n"
-    )
-    assert json.loads(run(*args, "--format", "json").stdout) == [
-        {"model": "model-a", "n": 4, "mae_meV": 25.0, "rmse_meV": 27.39,
-         "mean_signed_error_meV": -20.0, "median_signed_error_meV": -25.0,
-         "frac_underpredicted": 0.75}
-    ]
+    full = [25.0, 27.386127875258307, -20.0, -25.0, 0.75]  # csv and json: every digit
+    header, row = run(*args, "--format", "csv").stdout.splitlines()
+    assert header == ("model,n,mae_meV,rmse_meV,mean_signed_error_meV,median_signed_error_meV,"
+                      "frac_underpredicted")
+    assert row.split(",")[:2] == ["model-a", "4"]
+    assert [float(x) for x in row.split(",")[2:]] == pytest.approx(full, rel=1e-12)
+    assert "27.39," not in row  # not rounded
+    (record,) = json.loads(run(*args, "--format", "json").stdout)
+    assert list(record) == ["model", "n", "mae_meV", "rmse_meV", "mean_signed_error_meV",
+                            "median_signed_error_meV", "frac_underpredicted"]
+    assert (record["model"], record["n"]) == ("model-a", 4)
+    assert list(record.values())[2:] == pytest.approx(full, rel=1e-12)
     assert run(*args, "--format", "markdown").stdout == (
         "| model   | n | mae_meV | rmse_meV | mean_signed_error_meV | median_signed_error_meV"
         " | frac_underpredicted |\n"
@@ -128,11 +131,12 @@ def test_ehull_mae_by_group_matches_direct_computation(db_path: Path, by: str, c
 
     expected = [
         {"model": "model-a", column: key, "n": len(errs),
-         "mae_meV": round(1000 * sum(abs(x) for x in errs) / len(errs), 2),
-         "rmse_meV": round(1000 * (sum(x * x for x in errs) / len(errs)) ** 0.5, 2),
-         "mean_signed_error_meV": round(1000 * sum(errs) / len(errs), 2),
-         "median_signed_error_meV": round(1000 * statistics.median(errs), 2),
-         "frac_underpredicted": round(sum(x < 0 for x in errs) / len(errs), 3)}
+         "mae_meV": pytest.approx(1000 * sum(abs(x) for x in errs) / len(errs), rel=1e-12),
+         "rmse_meV": pytest.approx(1000 * (sum(x * x for x in errs) / len(errs)) ** 0.5,
+                                   rel=1e-12),
+         "mean_signed_error_meV": pytest.approx(1000 * sum(errs) / len(errs), rel=1e-12),
+         "median_signed_error_meV": pytest.approx(1000 * statistics.median(errs), rel=1e-12),
+         "frac_underpredicted": sum(x < 0 for x in errs) / len(errs)}
         for key, errs in sorted(groups.items())
     ]
     assert json.loads(result.stdout) == expected

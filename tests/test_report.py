@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.image import imread
 
+from mliapdb.analysis import figures
 from mliapdb.analysis import report as rep
 from mliapdb.analysis.error_rows import rebuild_error_rows
 from mliapdb.cli.main import cli
@@ -95,9 +96,9 @@ def _bin(dof: int) -> str:
 
 def _png_shape(n_panels: int) -> tuple[int, int]:
     """(height, width) px of a figure with ``n_panels`` in one row."""
-    w, h = rep.SINGLE_SIZE if n_panels == 1 else (rep.PANEL_SIZE[0] * n_panels,
-                                                   rep.PANEL_SIZE[1])
-    return round(h * rep.DPI), round(w * rep.DPI)
+    w, h = figures.SINGLE_SIZE if n_panels == 1 else (figures.PANEL_SIZE[0] * n_panels,
+                                                       figures.PANEL_SIZE[1])
+    return round(h * figures.DPI), round(w * figures.DPI)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,8 @@ def test_cli_writes_report_and_figures(full: dict) -> None:
     pngs = [f"{kind}_{c}.png" for c in rep.CONVENTIONS
             for kind in ("parity", "ehull_error_vs_dof", "frac_under_vs_dof", "near_hull_hist")]
     assert result.stdout.splitlines() == [
-        str(out / name) for name in ["report.md", "report.html", *pngs]
+        str(out / name) for name in ["report.md", "report.html",
+                                     *[n for png in pngs for n in (png, png[:-4] + ".svg")]]
     ]
     assert result.stderr.startswith(
         "report: 2 model(s), relax calculations, 90 of 90 materials, conventions dft-hull, "
@@ -194,7 +196,7 @@ def test_build_report_one_model_one_convention(study: dict, tmp_path: Path) -> N
         ("frac_under_vs_dof_dft-hull.png", 1), ("near_hull_hist_dft-hull.png", 1),
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["report.md", "report.html"] + [f.name for f in result.figures])
+        ["report.md", "report.html"] + [n for f in result.figures for n in (f.name, f.svg)])
     md = (tmp_path / "report.md").read_text()
     assert "model-b" not in md and "model-hull" not in md
     assert imread(tmp_path / "parity_dft-hull.png").shape[:2] == _png_shape(1)

@@ -385,7 +385,8 @@ def test_query_commands(db_path: Path) -> None:
     assert result.exit_code == 0, result.output
     (got,) = json.loads(result.stdout)
     assert got["n"] == len(near)
-    assert got["mae_meV"] == round(1000 * sum(abs(x) for x in near) / len(near), 2)
+    assert got["mae_meV"] == pytest.approx(1000 * sum(abs(x) for x in near) / len(near),
+                                           rel=1e-12)
     assert "near-hull materials (DFT Ehull < 50 meV/atom)" in result.stderr
     result = run("--db", db_path, "query", "ehull-mae", "--by", "dof-bin", "--bins", "1,10",
                  "--model", MODEL, "--format", "csv")

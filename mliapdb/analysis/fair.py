@@ -121,7 +121,7 @@ def aggregate(
     """Group ``rows`` = (*series key [n_series], dataset, material_id, *group keys
     [n_groups], *values) by series and group and compute, per group, ``stat_cells(values)``
     (values: list of columns, numpy arrays) followed, with ``level``, by the lo/hi of each
-    ``ci_specs`` entry ``(function(values) -> per-row array, scale, digits)`` (bootstrap of
+    ``ci_specs`` entry ``(function(values) -> per-row array, scale)`` (bootstrap of
     its mean), and with ``common`` by the coverage "k/N". Returns (output rows sorted by
     ``row_key`` or by series and group, materials in common, materials in any series)."""
     keys_all = [(r[:n_series], (r[n_series], r[n_series + 1])) for r in rows]
@@ -148,15 +148,15 @@ def aggregate(
         cells = list(stat_cells(values))
         if level is not None and ci_specs:
             per_rows.append(np.column_stack([np.asarray(f(values), dtype=float)
-                                             for f, _, _ in ci_specs]))
+                                             for f, _ in ci_specs]))
         out.append((s, g, cells, len({(r[n_series], r[n_series + 1]) for r in members})))
     bounds = (bootstrap_many(per_rows, level, seed) if per_rows
               else [None] * len(out))
     done = []
     for (s, g, cells, in_group), b in zip(out, bounds, strict=True):
         if b is not None:
-            for (_, scale, digits), (lo, hi) in zip(ci_specs, b, strict=True):
-                cells += [round(float(lo) * scale, digits), round(float(hi) * scale, digits)]
+            for (_, scale), (lo, hi) in zip(ci_specs, b, strict=True):
+                cells += [float(lo) * scale, float(hi) * scale]
         if common:
             cells.append(f"{in_group}/{len(group_any.get(g, ()))}")
         done.append((s, g, cells))
@@ -165,8 +165,9 @@ def aggregate(
     return out, n_common, n_any
 
 
-def mean_or_none(x: np.ndarray, scale: float = 1.0, digits: int = 2):
-    return round(float(np.mean(x)) * scale, digits) if len(x) else None
+def mean_or_none(x: np.ndarray, scale: float = 1.0) -> float | None:
+    """``scale`` times the mean of ``x`` (None when empty), at full precision."""
+    return float(np.mean(x)) * scale if len(x) else None
 
 
 def aggregate_coded(
@@ -206,14 +207,14 @@ def aggregate_coded(
         cells = list(stat_cells(v))
         if level is not None and ci_specs:
             per_rows.append(np.column_stack([np.asarray(f(v), dtype=float)
-                                             for f, _, _ in ci_specs]))
+                                             for f, _ in ci_specs]))
         out.append((int(s_k[a]), int(g_k[a]), int(rows[0]), cells, b - a))
     bounds = bootstrap_many(per_rows, level, seed) if per_rows else [None] * len(out)
     done = []
     for (s, g, first, cells, in_group), bound in zip(out, bounds, strict=True):
         if bound is not None:
-            for (_, scale, digits), (lo, hi) in zip(ci_specs, bound, strict=True):
-                cells += [round(float(lo) * scale, digits), round(float(hi) * scale, digits)]
+            for (_, scale), (lo, hi) in zip(ci_specs, bound, strict=True):
+                cells += [float(lo) * scale, float(hi) * scale]
         if common:
             cells.append(f"{in_group}/{int(group_any[g])}")
         done.append((s, g, first, cells))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import duckdb
 
-from mliapdb.compute.relaxation import CALC_KINDS
+from mliapdb.compute.relaxation import calc_kind
 from mliapdb.config import SYMPREC_RANGE
 from mliapdb.errors import MliapdbError
 
@@ -187,10 +187,10 @@ def _fair_note(common: bool, ci: float | None, seed: int, n_common: int, n_any: 
     return note
 
 
-def _mean(x, scale=1000.0, digits=2):
-    import numpy as np
+def _mean(x, scale=1000.0):
+    from mliapdb.analysis.fair import mean_or_none
 
-    return round(float(np.mean(x)) * scale, digits) if len(x) else None
+    return mean_or_none(x, scale)
 
 CONVENTIONS = ("dft-hull", "model-hull", "model-hull-dft-refs")
 """Hull conventions of ``ehull_errors`` (see schema/views/30_stats.sql)."""
@@ -563,10 +563,7 @@ def ehull_mae(
     ``hint`` (:func:`explain_empty`); ``near_hull_option`` names the threshold in messages;
     ``exclude_suspicious`` leaves out suspicious relaxations (``stg_suspicious``) and says
     how many."""
-    if kind not in CALC_KINDS:
-        raise MliapdbError(
-            f"unknown calculation kind {kind!r} - use one of {', '.join(CALC_KINDS)}"
-        )
+    kind = calc_kind(kind)
     from mliapdb.analysis.fair import DEFAULT_SEED, check_level
 
     bys = by_tuple(by)
@@ -659,11 +656,11 @@ def ehull_mae(
 
         def cells(v):
             e = v[0]
-            return [len(e), _mean(np.abs(e)), round(float(np.sqrt(np.mean(e * e))) * 1000, 2),
-                    _mean(e), round(float(np.median(e)) * 1000, 2), _mean(e < 0, 1.0, 3)]
+            return [len(e), _mean(np.abs(e)), float(np.sqrt(np.mean(e * e))) * 1000,
+                    _mean(e), float(np.median(e)) * 1000, _mean(e < 0, 1.0)]
 
-        specs = [(lambda v: np.abs(v[0]), 1000.0, 2), (lambda v: v[0], 1000.0, 2),
-                 (lambda v: v[0] < 0, 1.0, 3)]
+        specs = [(lambda v: np.abs(v[0]), 1000.0), (lambda v: v[0], 1000.0),
+                 (lambda v: v[0] < 0, 1.0)]
         names, rows, n_common, n_any, n_series = _fair_query(
             con, source, where_sql, params, ["model"], bys, ["e_above_hull_error"], cells,
             specs, common, ci, seed)
@@ -677,11 +674,11 @@ def ehull_mae(
     sql = f"""
         SELECT model, {group_select}
             count(*) AS n,
-            round(avg(abs(e_above_hull_error)) * 1000, 2) AS mae_meV,
-            round(sqrt(avg(e_above_hull_error * e_above_hull_error)) * 1000, 2) AS rmse_meV,
-            round(avg(e_above_hull_error) * 1000, 2) AS mean_signed_error_meV,
-            round(median(e_above_hull_error) * 1000, 2) AS median_signed_error_meV,
-            round(avg(CASE WHEN e_above_hull_error < 0 THEN 1.0 ELSE 0.0 END), 3)
+            avg(abs(e_above_hull_error)) * 1000 AS mae_meV,
+            sqrt(avg(e_above_hull_error * e_above_hull_error)) * 1000 AS rmse_meV,
+            avg(e_above_hull_error) * 1000 AS mean_signed_error_meV,
+            median(e_above_hull_error) * 1000 AS median_signed_error_meV,
+            avg(CASE WHEN e_above_hull_error < 0 THEN 1.0 ELSE 0.0 END)
                 AS frac_underpredicted
         FROM {source}
         WHERE {where_sql}
@@ -854,17 +851,18 @@ def energy_error(
     """MAE, mean signed error (meV/atom) and fraction underpredicted of the total and the
     formation energy per model (and ``by`` group; ``common``, ``ci``, ``seed``: see
     :mod:`mliapdb.analysis.fair`; ``exclude_suspicious``: without suspicious relaxations)."""
+    kind = calc_kind(kind)
     if _fancy(by_tuple(by), common, ci, exclude_suspicious):
         import numpy as np
 
         def cells(v):
             e, f = v
-            return [len(e), _mean(np.abs(e)), _mean(e), _mean(e < 0, 1.0, 3),
-                    _mean(np.abs(f)), _mean(f), _mean(f < 0, 1.0, 3)]
+            return [len(e), _mean(np.abs(e)), _mean(e), _mean(e < 0, 1.0),
+                    _mean(np.abs(f)), _mean(f), _mean(f < 0, 1.0)]
 
-        specs = [(lambda v: np.abs(v[0]), 1000.0, 2), (lambda v: v[0], 1000.0, 2),
-                 (lambda v: v[0] < 0, 1.0, 3), (lambda v: np.abs(v[1]), 1000.0, 2),
-                 (lambda v: v[1], 1000.0, 2), (lambda v: v[1] < 0, 1.0, 3)]
+        specs = [(lambda v: np.abs(v[0]), 1000.0), (lambda v: v[0], 1000.0),
+                 (lambda v: v[0] < 0, 1.0), (lambda v: np.abs(v[1]), 1000.0),
+                 (lambda v: v[1], 1000.0), (lambda v: v[1] < 0, 1.0)]
         names = ["e_mae_meV", "e_mean_signed_error_meV", "e_frac_underpredicted",
                  "e_form_mae_meV", "e_form_mean_signed_error_meV",
                  "e_form_frac_underpredicted"]
@@ -879,12 +877,12 @@ def energy_error(
     return _with_hint(con, _view_query(
         con, "energy_error_stats",
         [("model", "model"), ("n", "n"),
-         ("round(e_mae * 1000, 2)", "e_mae_meV"),
-         ("round(e_mean_signed_error * 1000, 2)", "e_mean_signed_error_meV"),
-         ("round(e_frac_underpredicted, 3)", "e_frac_underpredicted"),
-         ("round(e_form_mae * 1000, 2)", "e_form_mae_meV"),
-         ("round(e_form_mean_signed_error * 1000, 2)", "e_form_mean_signed_error_meV"),
-         ("round(e_form_frac_underpredicted, 3)", "e_form_frac_underpredicted")],
+         ("e_mae * 1000", "e_mae_meV"),
+         ("e_mean_signed_error * 1000", "e_mean_signed_error_meV"),
+         ("e_frac_underpredicted", "e_frac_underpredicted"),
+         ("e_form_mae * 1000", "e_form_mae_meV"),
+         ("e_form_mean_signed_error * 1000", "e_form_mean_signed_error_meV"),
+         ("e_form_frac_underpredicted", "e_form_frac_underpredicted")],
         {"model": model, "calc_kind": kind, "convention": convention}, "model",
         f"total and formation energy error = model - DFT (meV/atom), MP2020-corrected, {kind}, "
         f"{convention} formation energies" + _stale_note(con, convention),
@@ -901,12 +899,12 @@ def _classification_cells(v):
     tn = int(np.sum(~model_stable & ~dft_stable))
     fn = int(np.sum(~model_stable & dft_stable))
 
-    def ratio(a, b, digits=3):
-        return round(a / b, digits) if b else None
+    def ratio(a, b):
+        return a / b if b else None
 
     precision = tp / (tp + fp) if tp + fp else None
     prevalence = (tp + fn) / n if n else None
-    daf = (round(precision / prevalence, 2) if precision is not None and prevalence
+    daf = (precision / prevalence if precision is not None and prevalence
            else None)
     return [n, tp, fp, tn, fn, ratio(tp, tp + fp), ratio(tp, tp + fn),
             ratio(2 * tp, 2 * tp + fp + fn), ratio(tp + tn, n), ratio(tp + fn, n), daf]
@@ -920,6 +918,7 @@ def stability(
     """Stability classification per model (and ``by`` group) at 0 eV/atom: TP/FP/TN/FN,
     precision, recall, F1, accuracy, DAF (``common``: see :mod:`mliapdb.analysis.fair`;
     ``exclude_suspicious``: without suspicious relaxations)."""
+    kind = calc_kind(kind)
     if _fancy(by_tuple(by), common, None, exclude_suspicious):
         return _with_hint(con, _view_fair(
             con, "ehull_errors", {"model": model, "calc_kind": kind, "convention": convention},
@@ -934,9 +933,9 @@ def stability(
     return _with_hint(con, _view_query(
         con, "stability_classification",
         [("model", "model"), ("n", "n"), ("tp", "tp"), ("fp", "fp"), ("tn", "tn"),
-         ("fn", "fn"), ("round(precision, 3)", "precision"), ("round(recall, 3)", "recall"),
-         ("round(f1, 3)", "f1"), ("round(accuracy, 3)", "accuracy"),
-         ("round(prevalence, 3)", "prevalence"), ("round(daf, 2)", "daf")],
+         ("fn", "fn"), ("precision", "precision"), ("recall", "recall"),
+         ("f1", "f1"), ("accuracy", "accuracy"),
+         ("prevalence", "prevalence"), ("daf", "daf")],
         {"model": model, "calc_kind": kind, "convention": convention}, "model",
         f"stable = Ehull <= 0 eV/atom (DFT: truth, model: prediction), {kind}, {convention}; "
         "DAF = precision / prevalence" + _stale_note(con, convention),
@@ -961,12 +960,12 @@ def _relax_effect_fair(con, model, kind, convention, by, common, ci, seed, descr
     def cells(v):
         sp, rx, er, kept = v
         return [len(sp), _mean(np.abs(sp)), _mean(np.abs(rx)), _mean(sp), _mean(rx),
-                _mean(sp < 0, 1.0, 3), _mean(rx < 0, 1.0, 3), _mean(er),
-                round(float(np.median(er)) * 1000, 2), _mean(kept, 1.0, 3)]
+                _mean(sp < 0, 1.0), _mean(rx < 0, 1.0), _mean(er),
+                float(np.median(er)) * 1000, _mean(kept, 1.0)]
 
-    specs = [(lambda v: np.abs(v[0]), 1000.0, 2), (lambda v: np.abs(v[1]), 1000.0, 2),
-             (lambda v: v[0], 1000.0, 2), (lambda v: v[1], 1000.0, 2),
-             (lambda v: v[0] < 0, 1.0, 3), (lambda v: v[1] < 0, 1.0, 3)]
+    specs = [(lambda v: np.abs(v[0]), 1000.0), (lambda v: np.abs(v[1]), 1000.0),
+             (lambda v: v[0], 1000.0), (lambda v: v[1], 1000.0),
+             (lambda v: v[0] < 0, 1.0), (lambda v: v[1] < 0, 1.0)]
     names = ["sp_mae_meV", "relaxed_mae_meV", "sp_mean_signed_error_meV",
              "relaxed_mean_signed_error_meV", "sp_frac_underpredicted",
              "relaxed_frac_underpredicted"]
@@ -988,6 +987,7 @@ def relaxation_effect(
     ``kind``: Ehull MAE, mean signed error and fraction underpredicted of both, and the
     relaxation energy (meV/atom), per model (``by="model"``) or per model and DOF bin
     (``by="dof-bin"``)."""
+    kind = calc_kind(kind)
     if kind == "single_point":
         raise MliapdbError("--kind must be a relaxation (relax or relax-fixsym): the effect "
                            "of relaxing is measured against the single points")
@@ -1000,15 +1000,15 @@ def relaxation_effect(
         columns.append(("group_value", "dof_bin"))
     columns += [
         ("n", "n"),
-        ("round(single_point_mae * 1000, 2)", "sp_mae_meV"),
-        ("round(relaxed_mae * 1000, 2)", "relaxed_mae_meV"),
-        ("round(single_point_mean_signed_error * 1000, 2)", "sp_mean_signed_error_meV"),
-        ("round(relaxed_mean_signed_error * 1000, 2)", "relaxed_mean_signed_error_meV"),
-        ("round(single_point_frac_underpredicted, 3)", "sp_frac_underpredicted"),
-        ("round(relaxed_frac_underpredicted, 3)", "relaxed_frac_underpredicted"),
-        ("round(mean_relaxation_energy * 1000, 2)", "mean_relaxation_energy_meV"),
-        ("round(median_relaxation_energy * 1000, 2)", "median_relaxation_energy_meV"),
-        ("round(frac_symmetry_kept, 3)", "frac_symmetry_kept"),
+        ("single_point_mae * 1000", "sp_mae_meV"),
+        ("relaxed_mae * 1000", "relaxed_mae_meV"),
+        ("single_point_mean_signed_error * 1000", "sp_mean_signed_error_meV"),
+        ("relaxed_mean_signed_error * 1000", "relaxed_mean_signed_error_meV"),
+        ("single_point_frac_underpredicted", "sp_frac_underpredicted"),
+        ("relaxed_frac_underpredicted", "relaxed_frac_underpredicted"),
+        ("mean_relaxation_energy * 1000", "mean_relaxation_energy_meV"),
+        ("median_relaxation_energy * 1000", "median_relaxation_energy_meV"),
+        ("frac_symmetry_kept", "frac_symmetry_kept"),
     ]
     description = (
         f"Ehull error = model - DFT (meV/atom), {convention}, the same materials after a single "
@@ -1040,8 +1040,8 @@ def _symmetry_cells(v):
 
     change, rmsd = v
     counts = [int(np.sum(change == c)) for c in ("kept", "lowered", "raised", "changed")]
-    return [len(change), *counts, round(counts[0] / len(change), 3),
-            round(float(np.nanmean(rmsd)), 4) if np.isfinite(rmsd).any() else None]
+    return [len(change), *counts, counts[0] / len(change),
+            float(np.nanmean(rmsd)) if np.isfinite(rmsd).any() else None]
 
 
 def symmetry(con: duckdb.DuckDBPyConnection, model: str | None = None, by="model",
@@ -1065,7 +1065,7 @@ def symmetry(con: duckdb.DuckDBPyConnection, model: str | None = None, by="model
             con, "symmetry_changes",
             [("model", "model"), ("calc_kind", "kind"), ("n", "n"), ("kept", "kept"),
              ("lowered", "lowered"), ("raised", "raised"), ("changed", "changed"),
-             ("round(frac_kept, 3)", "frac_kept"), ("round(mean_rmsd, 4)", "mean_rmsd_A")],
+             ("frac_kept", "frac_kept"), ("mean_rmsd", "mean_rmsd_A")],
             {"model": model}, "model, kind", description,
         )
     if result.rows or result.hint:
@@ -1096,8 +1096,8 @@ def calculation_summary(
             count(*) FILTER (WHERE status = 'ok') AS ok,
             count(*) FILTER (WHERE status = 'not_converged') AS not_converged,
             count(*) FILTER (WHERE status = 'failed') AS failed,
-            round(avg(n_steps) FILTER (WHERE status = 'ok'), 1) AS mean_steps,
-            round(avg(wall_time_s) FILTER (WHERE status = 'ok'), 2) AS mean_wall_s
+            avg(n_steps) FILTER (WHERE status = 'ok') AS mean_steps,
+            avg(wall_time_s) FILTER (WHERE status = 'ok') AS mean_wall_s
         FROM calculations WHERE {" AND ".join(where)}
         GROUP BY ALL ORDER BY model, kind, settings, dataset
         """,

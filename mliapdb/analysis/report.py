@@ -3,15 +3,19 @@ statistics views (``ehull_error_stats``, ``near_hull_stats``, ``energy_error_sta
 ``stability_classification``, ``symmetry_changes``, ``ehull_errors``) and ``models`` /
 ``materials``. Energies are reported in meV/atom; errors are model - DFT.
 
-Figures (matplotlib, Agg canvas, 120 dpi), one set per Ehull convention ``<convention>``:
+Figures (:mod:`mliapdb.analysis.figures`: PNG at 200 dpi and SVG), one set per Ehull
+convention ``<convention>``:
 
-- ``parity_<convention>.png``: model vs DFT Ehull (meV/atom), one panel per model, y = x line.
-- ``ehull_error_vs_dof_<convention>.png``: box plot of the signed Ehull error (meV/atom) per
-  DOF bin, one panel per model.
-- ``frac_under_vs_dof_<convention>.png``: fraction of materials whose Ehull is underpredicted
+- ``parity_<convention>``: model vs DFT Ehull (meV/atom), one panel per model on shared axes,
+  y = x line, MAE, R2 and n per panel; a hexbin density for large panels.
+- ``ehull_error_vs_dof_<convention>``: box plot of the signed Ehull error (meV/atom) per
+  DOF bin, one panel per model, shared y, markers explained in a legend.
+- ``frac_under_vs_dof_<convention>``: fraction of materials whose Ehull is underpredicted
   per DOF bin, one line per model (one panel).
-- ``near_hull_hist_<convention>.png``: histogram of the signed Ehull error (meV/atom) of the
+- ``near_hull_hist_<convention>``: histogram of the signed Ehull error (meV/atom) of the
   near-hull materials, models overlaid (one panel); left out when no material is near the hull.
+
+The HTML and Markdown open with a table of contents linking every section and table.
 
 A "model" is a model x settings hash; its label carries the first 8 characters of the hash
 only when one model has results under several settings.
@@ -27,19 +31,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mliapdb.analysis import figures
 from mliapdb.analysis.claims import CI_LEVEL, HIGH_DOF
 from mliapdb.analysis.claims import frac as _frac
 from mliapdb.analysis.claims import mev as _mev
 from mliapdb.analysis.fair import compared_on
+from mliapdb.analysis.figures import FigureFile
 from mliapdb.errors import MliapdbError
 
 CONVENTIONS = ("dft-hull", "model-hull", "model-hull-dft-refs")
 KINDS = {"relax": "relax", "relax-fixsym": "relax_fixsym", "single-point": "single_point"}
 _KIND_OPTION = {v: k for k, v in KINDS.items()}  # calc_kind -> --kind value
-DPI = 120
-PANEL_SIZE = (4.0, 3.6)  # inches per panel of a multi-panel figure
-SINGLE_SIZE = (6.0, 4.0)  # inches, a one-panel figure
-MAX_COLS = 3
 
 CONVENTION_TEXT = {
     "dft-hull": "Fixed DFT hull (model Ehull = DFT Ehull + model formation-energy error)",
@@ -63,15 +65,6 @@ class Table:
 
 
 @dataclass
-class FigureFile:
-    """A PNG written next to the report."""
-
-    name: str
-    caption: str
-    n_panels: int
-
-
-@dataclass
 class Section:
     title: str
     text: list[str] = field(default_factory=list)  # paragraphs
@@ -86,9 +79,22 @@ class Report:
     header: list[tuple[str, str]]
     sections: list[Section]
 
+    def anchors(self) -> list[tuple[int, str, str]]:
+        """(level, title, anchor) of every section (level 2) and titled table (level 3), in
+        order; anchors are unique, lower-case, GitHub style."""
+        seen: dict[str, int] = {}
+        out = []
+        for sec in self.sections:
+            out.append((2, sec.title, _anchor(sec.title, seen)))
+            out += [(3, t.title, _anchor(t.title, seen)) for t in sec.tables if t.title]
+        return out
+
     def to_markdown(self) -> str:
         out = [f"# {self.title}", ""]
         out += [f"- **{k}**: {v}" for k, v in self.header]
+        out += ["", "## Contents", ""]
+        out += [f"{'  ' * (level - 2)}- [{title}](#{anchor})"
+                for level, title, anchor in self.anchors()]
         out.append("")
         for sec in self.sections:
             out += [f"## {sec.title}", ""]
@@ -103,14 +109,17 @@ class Report:
                     out += [table.note, ""]
                 out += [_markdown_table(table), ""]
             for fig in sec.figures:
-                out += [f"![{fig.caption}]({fig.name})", "", f"*{fig.caption}*", ""]
+                out += [f"![{fig.caption}]({fig.name})", "",
+                        f"*{fig.caption}* ([SVG]({fig.svg}))", ""]
         return "\n".join(out).rstrip() + "\n"
 
     def to_html(self) -> str:
         e = html.escape
+        anchors = iter(self.anchors())
         out = [
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{e(self.title)}</title>",
             f"<style>{_CSS}</style>",
             "</head><body>",
@@ -118,25 +127,44 @@ class Report:
             "<dl>",
         ]
         out += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in self.header]
-        out.append("</dl>")
+        out += ["</dl>", '<nav id="contents"><h2>Contents</h2><ul>']
+        for level, title, anchor in self.anchors():
+            cls = ' class="sub"' if level == 3 else ""
+            out.append(f'<li{cls}><a href="#{e(anchor)}">{e(title)}</a></li>')
+        out.append("</ul></nav>")
         for sec in self.sections:
-            out.append(f"<h2>{e(sec.title)}</h2>")
+            _, _, anchor = next(anchors)
+            out.append(f'<h2 id="{e(anchor)}">{e(sec.title)} <a class="top" '
+                       'href="#contents">contents</a></h2>')
             out += [f"<p>{e(par)}</p>" for par in sec.text]
             if sec.items:
                 out += ["<ul>"] + [f"<li>{e(item)}</li>" for item in sec.items] + ["</ul>"]
             for table in sec.tables:
                 if table.title:
-                    out.append(f"<h3>{e(table.title)}</h3>")
+                    _, _, anchor = next(anchors)
+                    out.append(f'<h3 id="{e(anchor)}">{e(table.title)}</h3>')
                 if table.note:
                     out.append(f'<p class="note">{e(table.note)}</p>')
                 out.append(_html_table(table))
             for fig in sec.figures:
                 out.append(
                     f'<figure><img src="{e(fig.name)}" alt="{e(fig.caption)}">'
-                    f"<figcaption>{e(fig.caption)}</figcaption></figure>"
+                    f'<figcaption>{e(fig.caption)} (<a href="{e(fig.svg)}">SVG</a>)'
+                    "</figcaption></figure>"
                 )
         out.append("</body></html>")
         return "\n".join(out) + "\n"
+
+
+def _anchor(title: str, seen: dict[str, int]) -> str:
+    """GitHub's heading anchor of ``title`` (lower case, punctuation dropped, spaces to
+    dashes), with ``-1``, ``-2``, ... for repeats."""
+    import re
+
+    base = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+    n = seen.get(base, 0)
+    seen[base] = n + 1
+    return base if n == 0 else f"{base}-{n}"
 
 
 _CSS = (
@@ -146,7 +174,9 @@ _CSS = (
     "td.num{text-align:right;font-variant-numeric:tabular-nums}"
     "dt{font-weight:bold;float:left;clear:left;width:11em}dd{margin-left:12em}"
     "img{max-width:100%}figure{margin:1em 0}figcaption{font-style:italic}"
-    ".note{color:#555}"
+    ".note{color:#555}td,th{white-space:nowrap}nav li.sub{margin-left:1.5em;font-size:90%}"
+    "nav ul{list-style:none;padding-left:0;columns:2}a.top{font-size:60%;font-weight:normal}"
+    "h2,h3{scroll-margin-top:0.5em}"
 )
 
 
@@ -373,8 +403,8 @@ def _common_tables(data: ConventionData, series: Sequence[Series]) -> list[Table
     if len(series) < 2:
         return []
     index = {s: i for i, s in enumerate(series)}
-    specs = [(lambda v: np.abs(v[0]), 1000.0, 2), (lambda v: v[0], 1000.0, 2),
-             (lambda v: v[0] < 0, 1.0, 3)]
+    specs = [(lambda v: np.abs(v[0]), 1000.0), (lambda v: v[0], 1000.0),
+             (lambda v: v[0] < 0, 1.0)]
 
     def cells(v):
         e = v[0]
@@ -630,119 +660,6 @@ def _coverage_table(
         "(db_settings.model_hull_coverage).", *suspicious], tables=[table])
 
 
-def _panels(n: int):
-    """A Figure (Agg canvas, constrained layout) with ``n`` axes on a grid of at most
-    ``MAX_COLS`` columns, unused cells removed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    ncols = min(n, MAX_COLS)
-    nrows = math.ceil(n / ncols)
-    size = SINGLE_SIZE if n == 1 else (PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows)
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
-    for ax in axes[n:]:
-        fig.delaxes(ax)
-    return fig, axes[:n]
-
-
-def parity_figure(data: ConventionData, series: Sequence[Series]):
-    """Model vs DFT Ehull (meV/atom), one panel per model, with the y = x line."""
-    fig, axes = _panels(len(series))
-    for ax, s in zip(axes, series, strict=True):
-        rows = data.errors[s]
-        x = [1000 * r["dft_e_above_hull"] for r in rows]
-        y = [1000 * r["model_e_above_hull"] for r in rows]
-        lo, hi = min(x + y + [0.0]), max(x + y + [1.0])
-        pad = 0.05 * (hi - lo)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.5", lw=1, zorder=1)
-        ax.scatter(x, y, s=12, alpha=0.7, zorder=2)
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.set_ylim(lo - pad, hi + pad)
-        ax.set_aspect("equal")
-        ax.set_title(f"{s.label} (n = {len(rows)})")
-        ax.set_xlabel("DFT Ehull (meV/atom)")
-        ax.set_ylabel("model Ehull (meV/atom)")
-    fig.suptitle(f"Ehull parity, {data.convention}")
-    return fig
-
-
-def _dof_bins(data: ConventionData, series: Sequence[Series]) -> list[tuple[int, str]]:
-    return sorted({(r["dof_bin_order"], r["dof_bin"]) for s in series for r in data.errors[s]})
-
-
-def error_vs_dof_figure(data: ConventionData, series: Sequence[Series]):
-    """Box plot of the signed Ehull error (meV/atom) per DOF bin, one panel per model."""
-    bins = _dof_bins(data, series)
-    fig, axes = _panels(len(series))
-    for ax, s in zip(axes, series, strict=True):
-        groups = {b: [] for b in bins}
-        for r in data.errors[s]:
-            groups[(r["dof_bin_order"], r["dof_bin"])].append(1000 * r["e_above_hull_error"])
-        keep = [b for b in bins if groups[b]]
-        ax.axhline(0, color="0.5", lw=1)
-        ax.boxplot(
-            [groups[b] for b in keep], tick_labels=[f"{b[1]}\n({len(groups[b])})" for b in keep],
-            showmeans=True,
-        )
-        ax.set_title(s.label)
-        ax.set_xlabel("DOF bin (materials)")
-        ax.set_ylabel("Ehull error, model - DFT (meV/atom)")
-    fig.suptitle(f"Signed Ehull error by DOF, {data.convention}")
-    return fig
-
-
-def frac_under_figure(data: ConventionData, series: Sequence[Series]):
-    """Fraction of materials with underpredicted Ehull per DOF bin, one line per model."""
-    fig, (ax,) = _panels(1)
-    bins = _dof_bins(data, series)
-    position = {label: i for i, (_, label) in enumerate(bins)}
-    for s in series:
-        rows = data.grouped("all", s, "dof_bin")
-        ax.plot([position[r["group_value"]] for r in rows],
-                [r["frac_underpredicted"] for r in rows], marker="o", label=s.label)
-    ax.axhline(0.5, color="0.5", lw=1, ls="--")
-    ax.set_xticks(range(len(bins)), [label for _, label in bins])
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("DOF bin")
-    ax.set_ylabel("fraction underpredicted")
-    ax.set_title(f"Ehull underpredicted, {data.convention}")
-    fig.legend(loc="outside right upper", fontsize="small")
-    return fig
-
-
-def near_hull_hist_figure(data: ConventionData, series: Sequence[Series], near_hull_mev: float):
-    """Histogram of the signed Ehull error (meV/atom) of near-hull materials, models
-    overlaid; None when no material is near the hull."""
-    values = {
-        s: [1000 * r["e_above_hull_error"] for r in data.errors[s] if r["near_hull"]]
-        for s in series
-    }
-    if not any(values.values()):
-        return None
-    fig, (ax,) = _panels(1)
-    everything = [v for vs in values.values() for v in vs]
-    lo, hi = min(everything), max(everything)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 1, hi + 1
-    edges = [lo + (hi - lo) * i / 20 for i in range(21)]
-    for s, vs in values.items():
-        if vs:
-            ax.hist(vs, bins=edges, histtype="step", lw=1.5, label=f"{s.label} (n = {len(vs)})")
-    ax.axvline(0, color="0.5", lw=1)
-    ax.set_xlabel("Ehull error, model - DFT (meV/atom)")
-    ax.set_ylabel("materials")
-    ax.set_title(f"Near hull (DFT Ehull < {near_hull_mev:g} meV/atom), {data.convention}")
-    fig.legend(loc="outside right upper", fontsize="small")
-    return fig
-
-
-def _save(fig, path: Path, caption: str) -> FigureFile:
-    fig.savefig(path, dpi=DPI)
-    return FigureFile(path.name, caption, len(fig.axes))
-
-
 def _convention_section(
     data: ConventionData, series: Sequence[Series], out: Path, near_hull_mev: float
 ) -> Section:
@@ -761,16 +678,17 @@ def _convention_section(
         return sec
     sec.tables = _convention_tables(data, shown, near_hull_mev)
     made = [
-        (parity_figure(data, shown), f"parity_{c}.png",
+        (figures.parity_figure(data, shown), f"parity_{c}",
          f"Model vs DFT Ehull ({c}), one panel per model"),
-        (error_vs_dof_figure(data, shown), f"ehull_error_vs_dof_{c}.png",
+        (figures.error_vs_dof_figure(data, shown), f"ehull_error_vs_dof_{c}",
          f"Signed Ehull error per DOF bin ({c}), one panel per model"),
-        (frac_under_figure(data, shown), f"frac_under_vs_dof_{c}.png",
+        (figures.frac_under_figure(data, shown), f"frac_under_vs_dof_{c}",
          f"Fraction of materials with underpredicted Ehull per DOF bin ({c})"),
-        (near_hull_hist_figure(data, shown, near_hull_mev), f"near_hull_hist_{c}.png",
+        (figures.near_hull_hist_figure(data, shown, near_hull_mev), f"near_hull_hist_{c}",
          f"Signed Ehull error of near-hull materials ({c})"),
     ]
-    sec.figures = [_save(fig, out / name, cap) for fig, name, cap in made if fig is not None]
+    sec.figures = [figures.save(fig, out, stem, cap) for fig, stem, cap in made
+                   if fig is not None]
     return sec
 
 
@@ -798,11 +716,11 @@ def build_report(
     database at ``db_path`` (opened read-only). ``kind``: relax | relax-fixsym | single-point;
     ``conventions``: default every one with results; ``log``: a callable for status lines."""
     from mliapdb.analysis.fair import N_MIN
+    from mliapdb.compute.relaxation import calc_kind as stored_kind
     from mliapdb.store import database as db
 
-    if kind not in KINDS:
-        raise MliapdbError(f"unknown kind {kind!r} - use one of {', '.join(KINDS)}")
-    calc_kind = KINDS[kind]
+    calc_kind = stored_kind(kind)  # single-point and single_point alike
+    kind = _KIND_OPTION[calc_kind]
     for c in conventions or ():
         if c not in CONVENTIONS:
             raise MliapdbError(f"unknown convention {c!r} - use one of {', '.join(CONVENTIONS)}")
@@ -909,10 +827,10 @@ def build_report(
             summary.items += claims(data, s)
     sections.append(summary)
 
-    figures: list[FigureFile] = []
+    written: list[FigureFile] = []
     for data in per_convention:
         sec = _convention_section(data, series, out, near_hull_mev)
-        figures += sec.figures
+        written += sec.figures
         sections.append(sec)
     if effect is not None:
         sections.append(effect)
@@ -922,6 +840,7 @@ def build_report(
     report = Report(f"mliapdb report: {kind}", header, sections)
     (out / "report.md").write_text(report.to_markdown())
     (out / "report.html").write_text(report.to_html())
-    files = [out / "report.md", out / "report.html"] + [out / f.name for f in figures]
+    files = [out / "report.md", out / "report.html"] + [
+        out / name for f in written for name in (f.name, f.svg)]
     log(f"wrote {len(files)} files to {out}")
-    return ReportResult(files, report, figures)
+    return ReportResult(files, report, written)

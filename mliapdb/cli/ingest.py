@@ -48,7 +48,8 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> Non
     check_dataset_name(dataset)
     check_symprecs(symprecs)
     check_writable_db(path)
-    parsed = load_entry_files(list(paths))  # every file and entry is checked before the db opens
+    # every file and entry is checked before the db opens
+    parsed = load_entry_files(list(paths), progress_bar)
     with db.opened(path, create=True) as con:  # a new file is removed again on failure
         report = ingest_parsed(
             con, parsed, dataset=dataset, symprecs=symprecs, method=symmetry_method,

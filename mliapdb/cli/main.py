@@ -15,6 +15,7 @@ import click
 from mliapdb import __version__
 from mliapdb.cli import (
     export,
+    info,
     ingest,
     ingest_mp,
     ingest_predictions,
@@ -153,6 +154,7 @@ cli.add_command(models.models)
 cli.add_command(report.report)
 cli.add_command(snapshot.snapshot)
 cli.add_command(export.export)
+cli.add_command(info.info)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

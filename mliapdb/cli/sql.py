@@ -9,7 +9,7 @@ import click
 from mliapdb.cli.common import db_option, resolve_db
 from mliapdb.cli.output import emit, format_option
 from mliapdb.errors import MliapdbError
-from mliapdb.store.database import reading_statement
+from mliapdb.store.database import fetch_decoded, reading_statement
 
 
 @click.command()
@@ -58,8 +58,7 @@ def sql(ctx, statement, params, readable, fmt, db_path) -> None:
                     f"{first} - 'mliapdb sql' reads only the database and the files named "
                     "with --read") from exc
             raise MliapdbError(first) from exc
-        columns = [d[0] for d in cur.description]
-        rows = cur.fetchall()
+        columns, rows = fetch_decoded(cur)
     finally:
         con.close()
     emit(columns, rows, fmt)

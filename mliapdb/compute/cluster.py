@@ -43,7 +43,7 @@ from mliapdb.compute.calculations import (
     register_model,
 )
 from mliapdb.errors import MliapdbError
-from mliapdb.materials.ingest import Progress, no_progress
+from mliapdb.progress import Progress, no_progress
 from mliapdb.store.database import transaction
 from mliapdb.store.tables import Calculation
 

@@ -525,16 +525,6 @@ def prediction_rows(con: duckdb.DuckDBPyConnection, model: str, kind: str = "rel
     return [d[0] for d in cur.description], cur.fetchall()
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)  # shortest text that reads back to the same float
-    if isinstance(value, list | dict):
-        return json.dumps(value, default=str)
-    return value
-
-
 def write_rows(out: Path, columns: list[str], rows: list[tuple]) -> None:
     """Write ``rows`` to ``out`` (CSV, CSV.gz, JSON records, Parquet by name) atomically: a
     temporary file in the same folder, renamed when complete."""
@@ -545,6 +535,8 @@ def write_rows(out: Path, columns: list[str], rows: list[tuple]) -> None:
                            "it first, or pass another --out")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
+    from mliapdb.render import csv_value, json_value
+
     try:
         if kind == "parquet":
             import pyarrow as pa
@@ -558,12 +550,10 @@ def write_rows(out: Path, columns: list[str], rows: list[tuple]) -> None:
                 buf = io.StringIO()
                 writer = csv.writer(buf, lineterminator="\n")
                 writer.writerow(columns)
-                writer.writerows([[_cell(v) for v in r] for r in rows])
+                writer.writerows([[csv_value(v) for v in r] for r in rows])
                 data = buf.getvalue().encode()
             else:
-                from mliapdb.render import json_value as _json_value
-
-                data = json.dumps([dict(zip(columns, map(_json_value, r), strict=True))
+                data = json.dumps([dict(zip(columns, map(json_value, r), strict=True))
                                    for r in rows]).encode()
             if str(out).lower().endswith(".gz"):
                 data = gzip.compress(data, mtime=0)

@@ -21,7 +21,7 @@ from mliapdb.compute.calculations import (
     prepare_run,
 )
 from mliapdb.compute.cluster import merge_leftovers
-from mliapdb.materials.ingest import Progress, no_progress
+from mliapdb.progress import Progress, no_progress
 
 
 def run_calculations(

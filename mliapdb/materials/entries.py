@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mliapdb.errors import MliapdbError
+from mliapdb.progress import Progress, no_progress
 
 _ID_SUFFIX = re.compile(r"-(GGA\+U|GGA|R2SCAN|r2SCAN|SCAN)$")
 
@@ -428,16 +429,18 @@ def apply_mp2020(entries: list[ParsedEntry]) -> None:
         parsed.correction_mp2020 = correction
 
 
-def load_entries(sources: Iterable[tuple[str, str, list]]) -> list[ParsedEntry]:
+def load_entries(sources: Iterable[tuple[str, str, list]],
+                 progress: Progress = no_progress) -> list[ParsedEntry]:
     """Parse and validate every entry of every ``(source, sha256, raw entry dicts)`` (a file,
     or a fetch from the MP API; no database access), then apply MP2020; fail on the first bad
-    entry. The same material id twice in one source is an error."""
+    entry. The same material id twice in one source is an error. ``progress`` wraps the loop
+    over each source's entries."""
     parsed: list[ParsedEntry] = []
     for source, sha, raws in sources:
         if not raws:
             raise MliapdbError(f"{source}: no entries - the file holds an empty list")
         seen: dict[str, int] = {}
-        for index, raw in enumerate(raws):
+        for index, raw in enumerate(progress(raws, len(raws), f"{source}: checking entries")):
             entry = parse_entry(raw, index, source, sha)
             if entry.material_id in seen:
                 raise MliapdbError(
@@ -456,7 +459,8 @@ def display_path(path: Path | str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def load_entry_files(paths: list[Path]) -> list[ParsedEntry]:
+def load_entry_files(paths: list[Path], progress: Progress = no_progress) -> list[ParsedEntry]:
     """:func:`load_entries` of JSON files (plain or gzip); each file is named in messages
     and recorded by :func:`display_path`."""
-    return load_entries((display_path(path), *read_entry_file(path)) for path in paths)
+    return load_entries(((display_path(path), *read_entry_file(path)) for path in paths),
+                        progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from sqlmodel import SQLModel
 from mliapdb.config import DEFAULT_SYMPREC, SYMPREC_RANGE
 from mliapdb.errors import MliapdbError
 from mliapdb.materials.entries import ParsedEntry, load_entry_files
+from mliapdb.progress import Progress, no_progress
 from mliapdb.store.database import insert_rows, now, transaction
 from mliapdb.store.tables import (
     DftEntry,
@@ -25,13 +26,6 @@ from mliapdb.store.tables import (
     SymmetryAnalysisRow,
     WyckoffOrbitRow,
 )
-
-Progress = Callable[[Iterable, int, str], Iterable]
-"""``progress(iterable, total, description)`` wraps a loop (a rich progress bar in the CLI)."""
-
-
-def no_progress(items: Iterable, total: int, description: str) -> Iterable:
-    return items
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from mliapdb.config import MP_API_ENDPOINT
 from mliapdb.errors import MliapdbError
-from mliapdb.materials.ingest import Progress, no_progress
+from mliapdb.progress import Progress, no_progress
 
 if TYPE_CHECKING:
     import duckdb

@@ -227,3 +227,16 @@ def reading_statement(statement: str, label: str = "'mliapdb sql'"):
             "write, 'mliapdb snapshot' to copy")
     return statements[0]
 
+
+def fetch_decoded(cursor: duckdb.DuckDBPyConnection) -> tuple[list[str], list[tuple]]:
+    """(column names, rows) of an executed statement, JSON columns decoded into Python lists
+    and dicts (DuckDB hands them over as text), so that every output writes them as JSON."""
+    import json
+
+    columns = [d[0] for d in cursor.description]
+    is_json = [str(d[1]) == "JSON" for d in cursor.description]
+    rows = cursor.fetchall()
+    if any(is_json):
+        rows = [tuple(json.loads(v) if j and isinstance(v, str) else v
+                      for v, j in zip(row, is_json, strict=True)) for row in rows]
+    return columns, rows
