@@ -320,6 +320,26 @@ def test_remote_snapshot_queries_match_and_writes_are_refused(published, dbs) ->
         f"{url}' downloads a copy you can write to\n")
 
 
+def test_python_api_reads_a_remote_snapshot_like_the_local_file(published, dbs) -> None:
+    """``mliapdb.open(URL)``: the same DataFrames and entries as the local file, the size from
+    the server, and no write."""
+    import mliapdb
+    from mliapdb.errors import MliapdbError
+
+    with mliapdb.open(published["url"]) as remote, mliapdb.open(dbs["a"]) as local:
+        for method, kwargs in (("ehull_mae", {"by": "model", "kind": "single-point"}),
+                               ("calculation_summary", {}), ("materials", {})):
+            assert getattr(remote, method)(**kwargs).equals(getattr(local, method)(**kwargs))
+        assert [e.energy for e in remote.entries()] == [e.energy for e in local.entries()]
+        info = remote.info()
+        assert info.size_bytes == published["db"].stat().st_size
+        assert info.models == ["chgnet-0.3.0"]
+        with pytest.raises(MliapdbError, match="read-only"):
+            remote.sql("DELETE FROM calculations")
+    with pytest.raises(MliapdbError, match="remote snapshot and opens read-only"):
+        mliapdb.open(published["url"], read_only=False)
+
+
 def test_remote_snapshot_with_older_views_gets_this_codes_views(published, server,
                                                                  tmp_path: Path) -> None:
     old = tmp_path / "old.duckdb"
