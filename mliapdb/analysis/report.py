@@ -333,8 +333,20 @@ class ConventionData:
         rows = (self.stats if which == "all" else self.near)[series]
         return sorted(
             (r for r in rows if r["grouping"] == grouping),
-            key=lambda r: (r["group_order"], r["group_value"]),
+            key=lambda r: (r["group_order"], r["group_value"], r["dataset"]),
         )
+
+    @property
+    def several_datasets(self) -> bool:
+        """True when the rows span more than one dataset: the tables then say which."""
+        return len({r["dataset"] for rows in self.errors.values() for r in rows}) > 1
+
+    def who(self, series: Series, row: dict) -> list[str]:
+        """The model (and, with several datasets, the dataset) cells of a statistics row."""
+        return [series.label, row["dataset"]] if self.several_datasets else [series.label]
+
+    def who_columns(self) -> list[tuple[str, bool]]:
+        return [("model", False)] + ([("dataset", False)] if self.several_datasets else [])
 
 
 def _load_convention(
@@ -461,13 +473,14 @@ def _grouped_table(
     group_name: str, note: str = "",
 ) -> Table:
     rows = [
-        (r["group_order"], r["group_value"], i, [r["group_value"], s.label, *_stat_cells(r)])
+        (r["group_order"], r["group_value"], i, r["dataset"],
+         [r["group_value"], *data.who(s, r), *_stat_cells(r)])
         for i, s in enumerate(series)
         for r in data.grouped(which, s, grouping)
     ]
-    rows.sort(key=lambda t: t[:3])
+    rows.sort(key=lambda t: t[:4])
     return _table(
-        title, [(group_name, False), ("model", False), *_STAT_COLUMNS], [r[3] for r in rows],
+        title, [(group_name, False), *data.who_columns(), *_STAT_COLUMNS], [r[4] for r in rows],
         note,
     )
 
@@ -476,42 +489,45 @@ def _convention_tables(
     data: ConventionData, series: Sequence[Series], near_hull_mev: float
 ) -> list[Table]:
     overall = _table(
-        "Ehull error by model", [("model", False), *_STAT_COLUMNS],
-        [[s.label, *_stat_cells(r)] for s in series for r in data.grouped("all", s, "all")],
+        "Ehull error by model", [*data.who_columns(), *_STAT_COLUMNS],
+        [[*data.who(s, r), *_stat_cells(r)] for s in series
+         for r in data.grouped("all", s, "all")],
         "Signed error = model - DFT Ehull; frac underpredicted = share with model Ehull < DFT.",
     )
     near_note = f"Materials with DFT Ehull < {near_hull_mev:g} meV/atom."
     near = _table(
-        "Near-hull materials: Ehull error by model", [("model", False), *_STAT_COLUMNS],
-        [[s.label, *_stat_cells(r)] for s in series for r in data.grouped("near", s, "all")],
+        "Near-hull materials: Ehull error by model", [*data.who_columns(), *_STAT_COLUMNS],
+        [[*data.who(s, r), *_stat_cells(r)] for s in series
+         for r in data.grouped("near", s, "all")],
         near_note,
     )
     energy = _table(
         "Energy errors", [
-            ("model", False), ("n", True), ("E MAE (meV/atom)", True),
+            *data.who_columns(), ("n", True), ("E MAE (meV/atom)", True),
             ("E mean signed error (meV/atom)", True), ("E frac underpredicted", True),
             ("Ef MAE (meV/atom)", True), ("Ef mean signed error (meV/atom)", True),
             ("Ef frac underpredicted", True),
         ],
         [
-            [s.label, str(r["n"]), _mev(r["e_mae"]), _mev(r["e_mean_signed_error"]),
+            [*data.who(s, r), str(r["n"]), _mev(r["e_mae"]), _mev(r["e_mean_signed_error"]),
              _frac(r["e_frac_underpredicted"]), _mev(r["e_form_mae"]),
              _mev(r["e_form_mean_signed_error"]), _frac(r["e_form_frac_underpredicted"])]
-            for s in series for r in data.energy[s]
+            for s in series for r in sorted(data.energy[s], key=lambda r: r["dataset"])
         ],
         "E: total energy per atom; Ef: formation energy per atom (model - DFT).",
     )
     classification = _table(
         "Stability classification", [
-            ("model", False), ("n", True), ("TP", True), ("FP", True), ("TN", True),
+            *data.who_columns(), ("n", True), ("TP", True), ("FP", True), ("TN", True),
             ("FN", True), ("precision", True), ("recall", True), ("F1", True),
             ("accuracy", True), ("prevalence", True), ("DAF", True),
         ],
         [
-            [s.label, str(r["n"]), str(r["tp"]), str(r["fp"]), str(r["tn"]), str(r["fn"]),
+            [*data.who(s, r), str(r["n"]), str(r["tp"]), str(r["fp"]), str(r["tn"]),
+             str(r["fn"]),
              _frac(r["precision"]), _frac(r["recall"]), _frac(r["f1"]), _frac(r["accuracy"]),
              _frac(r["prevalence"]), _num(r["daf"])]
-            for s in series for r in data.classification[s]
+            for s in series for r in sorted(data.classification[s], key=lambda r: r["dataset"])
         ],
         "Positive = stable (Ehull <= 0 eV/atom); DAF = precision / prevalence.",
     )
