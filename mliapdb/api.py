@@ -6,9 +6,10 @@ queries as pandas DataFrames, and get pymatgen objects back.
 ...     db.ehull_mae(by="dof", kind="single-point")
 
 Every query method takes the options of its ``mliapdb query`` command under the same names
-(``--settings`` is ``settings``, ``--near-hull`` is ``near_hull``) and the same values;
-``kind`` is written ``single-point`` / ``relax-fixsym`` as on the command line (the
-underscored spelling of the database columns is accepted too). Numbers are at full
+(``--settings`` is ``settings``, ``--near-hull`` is ``near_hull``) and the same values
+(``kind="single-point"``, ``by="dof-bin"``, ``convention="model-hull"``); the underscored
+spelling of the database columns (``single_point``, ``dof_bin``, ``model_hull``) is accepted
+too. Numbers are at full
 precision (the CLI's table output rounds); energies in meV/atom where the column says
 ``_meV``, eV/atom elsewhere. The description of a result (units, conventions) is in
 ``frame.attrs["description"]``, and for an empty one the reason in ``frame.attrs["hint"]``.
@@ -295,6 +296,8 @@ class Database:
 
         if "kind" in options:
             options["kind"] = calc_kind(options["kind"])
+        if "convention" in options:  # dft_hull is dft-hull
+            options["convention"] = options["convention"].replace("_", "-")
         result: QueryResult = function(self._con, **options)
         frame = pd.DataFrame(result.rows, columns=result.columns)
         frame.attrs["description"] = result.description
@@ -334,4 +337,7 @@ def _chemsys(chemsys: str | None) -> list[str] | None:
 
 
 def _by(by: str | Sequence[str]) -> str | tuple[str, ...]:
-    return by if isinstance(by, str) else (by[0] if len(by) == 1 else tuple(by))
+    """``--by`` value(s) as the queries take them (``dof_bin`` is ``dof-bin``)."""
+    names = [by] if isinstance(by, str) else list(by)
+    names = [b.replace("_", "-") for b in names]
+    return names[0] if len(names) == 1 else tuple(names)

@@ -166,3 +166,12 @@ def test_info_says_what_the_database_holds(example_dir: Path, mp_dir: Path):
 
     with mliapdb.open(path) as db:
         assert db.info().rows() == rows
+
+
+def test_one_spelling_of_every_option_value(example_dir: Path):
+    import mliapdb
+
+    with mliapdb.open(example_dir / "mliapdb.duckdb") as db:
+        dashed = db.ehull_mae(by="dof-bin", kind="single-point", convention="dft-hull")
+        underscored = db.ehull_mae(by="dof_bin", kind="single_point", convention="dft_hull")
+    assert dashed.equals(underscored) and len(dashed)
