@@ -160,7 +160,8 @@ def _bad_cases(good: list[dict]) -> dict[str, tuple[object, str]]:
         "nan_coordinates": (with_change(2, nan_coord),
                             f"entry 2 ({mid}): structure has NaN or infinite coordinates"),
         "object_not_list": ({"a": 1}, "expected a JSON list of ComputedStructureEntry dicts, "
-                            "got a JSON dict"),
+                            "JSON Lines of them, or a pandas DataFrame JSON with an 'entry' "
+                            "column, got a JSON dict"),
     }
 
 

@@ -25,7 +25,9 @@ def ingest() -> None:
 @db_option
 @click.pass_context
 def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> None:
-    """Ingest pymatgen ComputedStructureEntry JSON files (plain or .gz).
+    """Ingest pymatgen ComputedStructureEntry files (plain or .gz): a JSON list, JSON Lines,
+    or a pandas DataFrame JSON with an 'entry' column (Matbench Discovery's MP dump
+    2023-02-07-mp-computed-structure-entries.json.gz).
 
     Re-applies MP2020 corrections to the raw energies, analyses Wyckoff symmetry and DOF and
     rebuilds the dataset's DFT hull, all in one transaction: a bad file or entry leaves the
