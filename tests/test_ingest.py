@@ -96,7 +96,9 @@ def test_reingest_changes_nothing(mn_o_y_db: Path, mp_dir: Path) -> None:
     same = mp_dir / "Mn_O_Y_entries.json.gz"
     result = run("--db", str(mn_o_y_db), "ingest", "entries", str(same))
     assert result.exit_code == 0
-    assert "0 new, 132 unchanged" in result.stderr and "hull unchanged" in result.stderr
+    # the same file (sha256) is skipped before it is read
+    assert ("read 0 entries from 1 file(s) (1 already ingested, not read again) into dataset "
+            "'mp': 0 new, 0 unchanged" in result.stderr and "hull unchanged" in result.stderr)
     assert db_digest(mn_o_y_db) == before
     # Mn-O is inside Mn-O-Y (same snapshot): only the file itself is recorded.
     before_data = db_digest(mn_o_y_db, skip=("source_files",))
@@ -267,11 +269,12 @@ def test_ingest_summary_table_exact(tmp_path: Path, mp_dir: Path) -> None:
     assert again.stdout == (
         "dataset  read  new  unchanged  rejected  symmetry_analyses  hull_entries\n"
         "-------  ----  ---  ---------  --------  -----------------  ------------\n"
-        "mp         90    0         90         0                  0             0\n"
+        "mp          0    0          0         0                  0             0\n"
     )
     assert again.stderr == (
-        f"{path}: read 90 entries from 1 file(s) into dataset 'mp': 0 new, 90 unchanged, "
-        "0 rejected by MP2020; 0 symmetry analyses (symprec 0.1, moyopy); hull unchanged\n"
+        f"{path}: read 0 entries from 1 file(s) (1 already ingested, not read again) into "
+        "dataset 'mp': 0 new, 0 unchanged, 0 rejected by MP2020; 0 symmetry analyses (symprec "
+        "0.1, moyopy); hull unchanged\n"
     )
 
 

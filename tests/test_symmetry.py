@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import re
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -427,3 +428,37 @@ def test_site_symmetry_matches_ita_tables(
                 assert result.crystal_system == "orthorhombic", (mid, o)
                 permuted.add(mid)
     assert len(permuted) < 0.05 * len(moyopy_analyses)
+
+
+def test_wyckoff_tables_equal_pymatgens(materials: dict[str, Structure]) -> None:
+    """mliapdb.materials.wyckoff_tables (read without the AFLOW library) equals
+    pymatgen.analysis.prototypes: its tables, and its functions on every relabelling of every
+    space group and on every shared material's composition."""
+    import pymatgen.analysis.prototypes as proto
+
+    from mliapdb.materials import wyckoff_tables as wt
+
+    assert wt.wyckoff_multiplicities() == proto.WYCKOFF_MULTIPLICITY_DICT
+    assert wt.wyckoff_free_params() == proto.WYCKOFF_POSITION_PARAM_DICT
+    assert wt.wyckoff_relabellings() == proto.WYCKOFF_POSITION_RELAB_DICT
+    assert wt.CRYSTAL_FAMILY_SYMBOLS == proto.CRYSTAL_FAMILY_SYMBOLS
+    assert wt.CRYSTAL_LATTICE_PARAMETERS_COUNTS == proto.CRYSTAL_LATTICE_PARAMETERS_COUNTS
+    n = 0
+    for spg, letters in proto.WYCKOFF_MULTIPLICITY_DICT.items():
+        ordered = sorted(letters)
+        if not ordered:
+            continue
+        for raw in ("".join(f"{i + 1}{x}" for i, x in enumerate(ordered[:3])),
+                    f"2{ordered[0]}_1{ordered[-1]}", f"1{ordered[-1]}_3{ordered[0]}"):
+            assert wt.canonicalize_element_wyckoffs(raw, spg) == \
+                proto.canonicalize_element_wyckoffs(raw, spg)
+            assert wt.sort_and_score_element_wyckoffs(raw) == \
+                proto.sort_and_score_element_wyckoffs(raw)
+            n += 1
+    assert n >= 3 * 230
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        for structure in materials.values():
+            comp = structure.composition
+            assert wt.prototype_formula(comp) == \
+                proto.get_prototype_formula_from_composition(comp)

@@ -21,20 +21,36 @@ def ingest() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @dataset_option
 @symmetry_options
+@click.option("--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker processes that parse, correct and analyse entries (0: one per "
+              "core; 1: this process only).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Entries per chunk: the unit of work of a worker and of a commit to the "
+              "staging file.")
 @format_option
 @db_option
 @click.pass_context
-def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> None:
+def entries(ctx, paths, dataset, symprecs, symmetry_method, jobs, chunk_size, fmt,
+            db_path) -> None:
     """Ingest pymatgen ComputedStructureEntry files (plain or .gz): a JSON list, JSON Lines,
     or a pandas DataFrame JSON with an 'entry' column (Matbench Discovery's MP dump
     2023-02-07-mp-computed-structure-entries.json.gz).
 
-    Re-applies MP2020 corrections to the raw energies, analyses Wyckoff symmetry and DOF and
-    rebuilds the dataset's DFT hull, all in one transaction: a bad file or entry leaves the
-    database as it was. Re-ingesting the same data changes nothing.
+    Files are read entry by entry in bounded memory and processed in chunks by worker
+    processes: MP2020 corrections re-applied to the raw energies, Wyckoff symmetry and DOF
+    analysed. Each chunk is committed to a staging file beside the database
+    (DB.ingest.duckdb): an interrupted ingest, run again, resumes where it stopped. Then one
+    transaction publishes the new entries and rebuilds the dataset's DFT hull: a bad file or
+    entry leaves the database as it was. A file already ingested into the dataset (same
+    sha256) is skipped without being read; re-ingesting the same data changes nothing.
+
+    \b
+    Examples:
+      mliapdb ingest entries ../shared/data/mp/Mn_O_entries.json.gz
+      mliapdb ingest entries 2023-02-07-mp-computed-structure-entries.json.gz --jobs 2
     """
-    from mliapdb.materials.entries import load_entry_files
-    from mliapdb.materials.ingest import check_dataset_name, check_symprecs, ingest_parsed
+    from mliapdb.materials.ingest import check_dataset_name, check_symprecs
+    from mliapdb.materials.streaming import StreamOptions, stream_ingest
     from mliapdb.store import database as db
 
     path = resolve_db(ctx, db_path)
@@ -50,19 +66,20 @@ def entries(ctx, paths, dataset, symprecs, symmetry_method, fmt, db_path) -> Non
     check_dataset_name(dataset)
     check_symprecs(symprecs)
     check_writable_db(path)
-    # every file and entry is checked before the db opens
-    parsed = load_entry_files(list(paths), progress_bar)
-    with db.opened(path, create=True) as con:  # a new file is removed again on failure
-        report = ingest_parsed(
-            con, parsed, dataset=dataset, symprecs=symprecs, method=symmetry_method,
-            progress=progress_bar,
-        )
+    options = StreamOptions(dataset=dataset, symprecs=tuple(symprecs), method=symmetry_method,
+                            jobs=jobs, chunk_size=chunk_size)
+    report = stream_ingest(path, list(paths), options, progress_bar)
+    with db.opened(path) as con:
         refresh_model_hulls(con)
     for file, mid, reason in report.rejected:
         status(f"rejected by MP2020 compatibility: {file}: {mid}: {reason}")
+    skipped = (f" ({report.n_skipped_files} already ingested, not read again)"
+               if report.n_skipped_files else "")
+    resumed = (f", resumed after {report.n_resumed_chunks} staged chunk(s)"
+               if report.n_resumed_chunks else "")
     status(
-        f"{path}: read {report.n_read} entries from {len(paths)} file(s) into dataset "
-        f"'{dataset}': {report.n_new} new, {report.n_unchanged} unchanged, "
+        f"{path}: read {report.n_read} entries from {len(paths)} file(s){skipped} into dataset "
+        f"'{dataset}'{resumed}: {report.n_new} new, {report.n_unchanged} unchanged, "
         f"{len(report.rejected)} rejected by MP2020; {report.n_symmetry} symmetry analyses "
         f"(symprec {', '.join(map(str, symprecs))}, {symmetry_method}); "
         + (f"DFT hull rebuilt ({report.n_hull} entries)" if report.n_new else "hull unchanged")

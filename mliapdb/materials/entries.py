@@ -9,24 +9,19 @@ would import them)."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import math
 import os
-import re
 import warnings
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mliapdb.errors import MliapdbError
+from mliapdb.materials.entry_stream import material_id_of
 from mliapdb.progress import Progress, no_progress
-
-_ID_SUFFIX = re.compile(r"-(GGA\+U|GGA|R2SCAN|r2SCAN|SCAN)$")
 
 ENERGY_PER_ATOM_RANGE = (-20.0, 5.0)
 """Accepted raw and MP2020-corrected DFT energies, eV/atom. MP's GGA/GGA+U total energies lie
@@ -47,9 +42,6 @@ corrupted structure (MP's lie within [0, 1))."""
 
 MAX_NESTING = 32
 """Deepest accepted nesting of JSON objects and lists in one entry (MP entries: 7)."""
-
-MAX_FILE_BYTES = 1 << 30
-"""Largest accepted entry file, decompressed (1 GiB; the shared MP files hold up to 20 MB)."""
 
 _MODULES = ("pymatgen", "datetime", "numpy")
 """Top-level packages whose serialised objects (``@module``) an entry may carry."""
@@ -84,128 +76,13 @@ class ParsedEntry:
 
 
 def read_entry_file(path: Path) -> tuple[str, list[dict]]:
-    """Raw entry dicts of an entry file (gzip detected by content) and the file's sha256.
+    """The file's sha256 and all its raw entry dicts (layouts: :mod:`entry_stream`; gzip
+    detected by content). For small files: ``ingest entries`` streams them instead
+    (:mod:`mliapdb.materials.streaming`)."""
+    from mliapdb.materials.entry_stream import file_sha256, iter_entry_dicts
 
-    Layouts (:func:`entry_dicts`): a JSON list of ComputedStructureEntry dicts; JSON Lines
-    (one entry dict per line); or a pandas DataFrame written by ``to_json`` with an ``entry``
-    column of entry dicts and optionally a ``material_id`` column (orients ``columns``,
-    ``index``, ``records`` and ``split``): Matbench Discovery's MP dump
-    ``2023-02-07-mp-computed-structure-entries.json.gz`` is one."""
-    too_big = (f"{path}: more than {MAX_FILE_BYTES >> 30} GiB of JSON - split it into "
-               "smaller files")
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise MliapdbError(too_big)
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise MliapdbError(
-            f"{path}: cannot read ({exc.strerror or exc}) - check the path"
-        ) from exc
-    sha = hashlib.sha256(blob).hexdigest()
-    if blob[:2] == b"\x1f\x8b":
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(blob)) as fh:
-                blob = fh.read(MAX_FILE_BYTES + 1)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise MliapdbError(f"{path}: corrupt gzip data ({exc}) - re-download it") from exc
-        if len(blob) > MAX_FILE_BYTES:
-            raise MliapdbError(too_big)
-    if not blob.strip():
-        raise MliapdbError(
-            f"{path}: empty file - expected a JSON list of ComputedStructureEntry dicts"
-        )
-    return sha, entry_dicts(_decode_json(blob, path), path)
-
-
-_EXPECTED = ("expected a JSON list of ComputedStructureEntry dicts, JSON Lines of them, or a "
-             "pandas DataFrame JSON with an 'entry' column")
-
-
-def _decode_json(blob: bytes, path: Path) -> Any:
-    """The JSON value of ``blob``, or the list of values of a JSON Lines file."""
-    try:
-        try:
-            return json.loads(blob)
-        except json.JSONDecodeError as exc:
-            if not exc.msg.startswith("Extra data"):
-                raise
-            lines = [line for line in blob.splitlines() if line.strip()]
-            values = []
-            for number, line in enumerate(lines, start=1):
-                try:
-                    values.append(json.loads(line))
-                except ValueError as bad:
-                    message = str(bad).splitlines()[0]
-                    raise MliapdbError(f"{path}: line {number} of a JSON Lines file is not JSON "
-                                       f"({message}) - one entry dict per line") from bad
-            return values
-    except RecursionError as exc:
-        raise MliapdbError(
-            f"{path}: not an entry file (JSON nested too deeply) - {_EXPECTED}"
-        ) from exc
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MliapdbError(f"{path}: not JSON ({message}) - {_EXPECTED}") from exc
-
-
-def entry_dicts(data: Any, path: Path | str) -> list[dict]:
-    """The entry dicts of a decoded entry file (see :func:`read_entry_file`). Rows of a
-    DataFrame layout get their ``material_id`` column as ``data.material_id`` of the entry
-    (a row whose entry names another material is an error)."""
-    if isinstance(data, dict) and "entry" in data and isinstance(data["entry"], dict):
-        entries, ids = data["entry"], data.get("material_id") or {}  # orient="columns"
-        if not isinstance(ids, dict):
-            raise MliapdbError(f"{path}: the material_id column is not an object keyed like "
-                               f"the entry column - {_EXPECTED}")
-        return [_with_id(entries[k], ids.get(k), path, k) for k in entries]
-    if isinstance(data, dict) and isinstance(data.get("columns"), list) \
-            and isinstance(data.get("data"), list) and "entry" in data["columns"]:
-        cols = data["columns"]  # orient="split"
-        return [_with_id(dict(zip(cols, row, strict=False)).get("entry"),
-                         dict(zip(cols, row, strict=False)).get("material_id"), path, i)
-                for i, row in enumerate(data["data"]) if isinstance(row, list)]
-    if isinstance(data, dict) and data and all(
-            isinstance(v, dict) and isinstance(v.get("entry"), dict) for v in data.values()):
-        return [_with_id(v["entry"], v.get("material_id"), path, k)  # orient="index"
-                for k, v in data.items()]
-    if isinstance(data, list) and data and all(
-            isinstance(v, dict) and "@class" not in v and isinstance(v.get("entry"), dict)
-            for v in data):
-        return [_with_id(v["entry"], v.get("material_id"), path, i)  # orient="records"
-                for i, v in enumerate(data)]
-    if not isinstance(data, list):
-        raise MliapdbError(f"{path}: {_EXPECTED}, got a JSON {type(data).__name__}")
-    return data
-
-
-def _with_id(entry: Any, material_id: Any, path: Path | str, row: Any) -> Any:
-    """``entry`` with ``data.material_id`` set from a DataFrame's ``material_id`` cell."""
-    if material_id is None or not isinstance(entry, dict):
-        return entry
-    if not isinstance(material_id, str):
-        raise MliapdbError(f"{path}: row {row}: material_id {material_id!r:.40} is not a "
-                           "string - fix the file")
-    data = entry.get("data")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        return entry  # parse_entry names the bad data field
-    named = data.get("material_id")
-    if named not in (None, material_id):
-        raise MliapdbError(f"{path}: row {row}: the material_id column says {material_id} but "
-                           f"its entry says {named} - fix the file")
-    return {**entry, "data": {**data, "material_id": material_id}}
-
-
-def material_id_of(raw: dict) -> str | None:
-    """MP id from ``data.material_id``, else ``entry_id`` without a ``-GGA``-style suffix."""
-    data = raw.get("data") or {}
-    mid = data.get("material_id") if isinstance(data, dict) else None
-    if not mid:
-        mid = raw.get("entry_id")
-    if not mid or not isinstance(mid, str):
-        return None
-    return _ID_SUFFIX.sub("", mid)
+    sha = file_sha256(path)
+    return sha, list(iter_entry_dicts(path, display_path(path)))
 
 
 def _label(raw: Any, index: int) -> str:

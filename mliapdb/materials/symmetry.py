@@ -6,7 +6,9 @@ monoclinic 4, orthorhombic 3, tetragonal 2, trigonal/hexagonal 2, cubic 1) plus 
 coordinates of every occupied Wyckoff orbit (e.g. 4e of P2_1/c has x, y, z free, 2a none).
 
 Symmetry comes from moyopy or spglib; Wyckoff letters are then mapped to the canonical choice of
-``pymatgen.analysis.prototypes`` (among the settings related by the normalizer of the group), so
+``pymatgen.analysis.prototypes`` (among the settings related by the normalizer of the group;
+its tables and functions, read without its AFLOW library by
+:mod:`mliapdb.materials.wyckoff_tables`), so
 that ``SymmetryAnalysis.protostructure_label`` is the label pymatgen builds with the same library
 at the same tolerance, and ``dof == count_crystal_dof(protostructure_label)``. Multiplicities and
 free-parameter counts come from pymatgen's Wyckoff tables (``WYCKOFF_MULTIPLICITY_DICT``,
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -108,7 +109,7 @@ class _Detected(NamedTuple):
 
 def lattice_dof_for(crystal_system: str) -> int:
     """Lattice parameters free under the crystal family of ``crystal_system``."""
-    from pymatgen.analysis.prototypes import (
+    from mliapdb.materials.wyckoff_tables import (
         CRYSTAL_FAMILY_SYMBOLS,
         CRYSTAL_LATTICE_PARAMETERS_COUNTS,
     )
@@ -148,7 +149,8 @@ def _detect_spglib(
     structure: Structure, symprec: float, angle_tolerance: float | None
 ) -> _Detected:
     import spglib
-    from pymatgen.analysis.prototypes import CRYSTAL_FAMILY_SYMBOLS
+
+    from mliapdb.materials.wyckoff_tables import CRYSTAL_FAMILY_SYMBOLS
 
     cell = (structure.lattice.matrix, structure.frac_coords, structure.atomic_numbers)
     angle = -1.0 if angle_tolerance is None else float(angle_tolerance)
@@ -196,15 +198,15 @@ def _raw_wyckoff_string(labels: Sequence[tuple[str, str]]) -> str:
 
 def _canonical_relabelling(labels: Sequence[tuple[str, str]], number: int) -> tuple[str, dict]:
     """pymatgen's canonical Wyckoff substring and one letter translation that yields it."""
-    from pymatgen.analysis.prototypes import (
-        WYCKOFF_POSITION_RELAB_DICT,
+    from mliapdb.materials.wyckoff_tables import (
         canonicalize_element_wyckoffs,
         sort_and_score_element_wyckoffs,
+        wyckoff_relabellings,
     )
 
     raw = _raw_wyckoff_string(labels)
     canonical = canonicalize_element_wyckoffs(raw, number)
-    for trans in WYCKOFF_POSITION_RELAB_DICT[str(number)]:
+    for trans in wyckoff_relabellings()[str(number)]:
         if sort_and_score_element_wyckoffs(raw.translate(str.maketrans(trans)))[0] == canonical:
             return canonical, trans
     raise AssertionError(f"no relabelling gives {canonical} from {raw}")  # pragma: no cover
@@ -242,10 +244,10 @@ def analyze_symmetry(
             disordered structure, failed symmetry search, or orbits whose sizes contradict
             their Wyckoff multiplicities.
     """
-    from pymatgen.analysis.prototypes import (
-        WYCKOFF_MULTIPLICITY_DICT,
-        WYCKOFF_POSITION_PARAM_DICT,
-        get_prototype_formula_from_composition,
+    from mliapdb.materials.wyckoff_tables import (
+        prototype_formula,
+        wyckoff_free_params,
+        wyckoff_multiplicities,
     )
 
     if method not in METHODS:
@@ -263,8 +265,8 @@ def analyze_symmetry(
     labels = [(structure[s[0]].specie.symbol, found.wyckoffs[s[0]]) for s in orbit_sites]
 
     number, n_sites = found.number, len(structure)
-    multiplicities = WYCKOFF_MULTIPLICITY_DICT[str(number)]
-    params = WYCKOFF_POSITION_PARAM_DICT[str(number)]
+    multiplicities = wyckoff_multiplicities()[str(number)]
+    params = wyckoff_free_params()[str(number)]
     canonical, trans = _canonical_relabelling(labels, number)
 
     drafts = []
@@ -299,11 +301,8 @@ def analyze_symmetry(
     crystal_system = _crystal_system(number)
     lattice_dof = lattice_dof_for(crystal_system)
     wyckoff_dof = sum(o.n_free for o in orbits)
-    with warnings.catch_warnings():  # pymatgen calls monty's deprecated gcd
-        warnings.simplefilter("ignore", FutureWarning)
-        prototype_formula = get_prototype_formula_from_composition(structure.composition)
     label = (
-        f"{prototype_formula}_{found.pearson_symbol}_{number}_{canonical}"
+        f"{prototype_formula(structure.composition)}_{found.pearson_symbol}_{number}_{canonical}"
         f":{structure.chemical_system}"
     )
     return SymmetryAnalysis(
