@@ -13,12 +13,18 @@ too. Numbers are at full
 precision (the CLI's table output rounds); energies in meV/atom where the column says
 ``_meV``, eV/atom elsewhere. The description of a result (units, conventions) is in
 ``frame.attrs["description"]``, and for an empty one the reason in ``frame.attrs["hint"]``.
+
+A local file is opened for each call and closed after it, so that a running ``mliapdb ingest
+relax`` commits between calls (a call that meets a commit in progress waits for it,
+:class:`mliapdb.store.database.LockWait`); :attr:`Database.connection` keeps one connection,
+and the file, until :meth:`Database.close`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,24 +46,35 @@ def open(path_or_url: str | Path = DEFAULT_DB, read_only: bool = True) -> Databa
     read in ranges without downloading it). Read-only by default: nothing is written, not even
     a migration (an older file is migrated in memory where it cannot be written). With
     ``read_only=False`` an older schema is migrated in the file and a missing file is created.
+
+    The file is checked (and migrated or created) here, then closed: each call opens it again
+    for its length, so the :class:`Database` never keeps another process (a running ``mliapdb
+    ingest relax``) from committing between calls. A remote snapshot keeps its connection.
     """
-    from mliapdb.store import database as db
     from mliapdb.store.remote import is_remote
 
     location = path_or_url if is_remote(path_or_url) else Path(path_or_url)
-    con = db.connect(location, read_only=read_only, create=not read_only)
-    if read_only:
-        db.lock_down(con)
-    return Database(str(path_or_url), read_only, con)
+    database = Database(str(path_or_url), read_only, where=location)
+    con = database._open()
+    if is_remote(path_or_url):
+        database._con = con
+    else:
+        con.close()
+    return database
 
 
 class Database:
-    """An open mliapdb database. Close it (or use ``with``) when done."""
+    """An open mliapdb database. Close it (or use ``with``) when done. A local file is held
+    only during each call (opened and closed again); :attr:`connection` keeps it open."""
 
-    def __init__(self, location: str, read_only: bool, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, location: str, read_only: bool,
+                 con: duckdb.DuckDBPyConnection | None = None, *,
+                 where: str | Path | None = None) -> None:
         self.location = location
         self.read_only = read_only
         self._con = con
+        self._where = location if where is None else where
+        self._closed = False
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
@@ -70,11 +87,48 @@ class Database:
         self.close()
 
     def close(self) -> None:
-        self._con.close()
+        """Close the kept connection (a remote snapshot's, or :attr:`connection`'s); later
+        calls are refused."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        self._closed = True
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the database (read-only ones locked down)."""
+        from mliapdb.store import database as db
+
+        con = db.connect(self._where, read_only=self.read_only, create=not self.read_only)
+        if self.read_only:
+            db.lock_down(con)
+        return con
+
+    @contextmanager
+    def _connected(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The kept connection, else a new one for the block, closed afterwards."""
+        if self._closed:
+            raise MliapdbError(f"{self.location} is closed - open it again with "
+                               "mliapdb.open()")
+        if self._con is not None:
+            yield self._con
+            return
+        con = self._open()
+        try:
+            yield con
+        finally:
+            con.close()
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
-        """The DuckDB connection itself (read-only and locked when the database is)."""
+        """The DuckDB connection itself (read-only and locked when the database is), kept
+        open until :meth:`close`: while it is open, no other process can write the file (a
+        running ``mliapdb ingest relax`` waits, then fails with a message), so close it
+        when done; the other methods open the file for each call."""
+        if self._closed:
+            raise MliapdbError(f"{self.location} is closed - open it again with "
+                               "mliapdb.open()")
+        if self._con is None:
+            self._con = self._open()
         return self._con
 
     # --- rows -------------------------------------------------------------------------------
@@ -85,7 +139,8 @@ class Database:
         from mliapdb.store.database import reading_statement
 
         parsed = reading_statement(statement, "Database.sql")
-        return _frame(self._con.execute(parsed, list(params)))
+        with self._connected() as con:
+            return _frame(con.execute(parsed, list(params)))
 
     def materials(self, dataset: str | None = None, chemsys: str | None = None) -> pd.DataFrame:
         """One row per material (view ``materials``): formula, chemical system, sites, space
@@ -93,10 +148,11 @@ class Database:
         formation energy and Ehull (eV/atom, view ``dft_stability``). ``chemsys`` keeps the
         system and its subsystems (``"Mn-O"``: Mn, O and Mn-O materials)."""
         where, params = _filters({"m.dataset": dataset, "m.chemsys": _chemsys(chemsys)})
-        return _frame(self._con.execute(
-            "SELECT m.*, d.e_per_atom, d.e_form_per_atom, d.e_above_hull "
-            "FROM materials AS m LEFT JOIN dft_stability AS d USING (dataset, material_id) "
-            f"WHERE {where} ORDER BY m.dataset, m.material_id", params))
+        with self._connected() as con:
+            return _frame(con.execute(
+                "SELECT m.*, d.e_per_atom, d.e_form_per_atom, d.e_above_hull "
+                "FROM materials AS m LEFT JOIN dft_stability AS d USING (dataset, material_id) "
+                f"WHERE {where} ORDER BY m.dataset, m.material_id", params))
 
     def calculations(self, model: str | None = None, kind: str | None = None,
                      dataset: str | None = None, status: str | None = None) -> pd.DataFrame:
@@ -107,9 +163,10 @@ class Database:
 
         where, params = _filters({"model": model, "dataset": dataset, "status": status,
                                   "calc_kind": calc_kind(kind) if kind else None})
-        return _frame(self._con.execute(
-            f"SELECT * FROM calculations WHERE {where} "
-            "ORDER BY dataset, material_id, model, calc_kind, settings_hash", params))
+        with self._connected() as con:
+            return _frame(con.execute(
+                f"SELECT * FROM calculations WHERE {where} "
+                "ORDER BY dataset, material_id, model, calc_kind, settings_hash", params))
 
     def entries(self, dataset: str | None = None, chemsys: str | None = None,
                 material_ids: Sequence[str] | None = None) -> list[ComputedStructureEntry]:
@@ -128,13 +185,14 @@ class Database:
         if material_ids is not None:
             where += " AND m.material_id IN (SELECT unnest(?::VARCHAR[]))"
             params.append(list(material_ids))
-        rows = self._con.execute(
-            "SELECT m.dataset, m.material_id, m.structure, e.entry_id, e.energy_raw, "
-            "e.correction_mp2020, e.run_type, e.is_hubbard, e.hubbards, e.potcar_spec, "
-            "e.oxide_type FROM mp_materials AS m JOIN dft_entries AS e "
-            "USING (dataset, material_id) "
-            f"WHERE e.compat_status = 'ok' AND {where} ORDER BY m.dataset, m.material_id",
-            params).fetchall()
+        with self._connected() as con:
+            rows = con.execute(
+                "SELECT m.dataset, m.material_id, m.structure, e.entry_id, e.energy_raw, "
+                "e.correction_mp2020, e.run_type, e.is_hubbard, e.hubbards, e.potcar_spec, "
+                "e.oxide_type FROM mp_materials AS m JOIN dft_entries AS e "
+                "USING (dataset, material_id) "
+                f"WHERE e.compat_status = 'ok' AND {where} ORDER BY m.dataset, m.material_id",
+                params).fetchall()
         out = []
         for (ds, mid, structure, entry_id, energy, correction, run_type, is_hubbard, hubbards,
              potcar, oxide_type) in rows:
@@ -179,15 +237,18 @@ class Database:
         if material_ids is not None:
             sql += " AND material_id IN (SELECT unnest(?::VARCHAR[]))"
             params.append(list(material_ids))
-        rows = self._con.execute(sql + " ORDER BY material_id", params).fetchall()
+        with self._connected() as con:
+            rows = con.execute(sql + " ORDER BY material_id", params).fetchall()
         return {mid: Structure.from_dict(json.loads(s)) for mid, s in rows if s}
 
     def _one(self, column: str, table: str, filters: dict, option: str) -> str | None:
         """The single value of ``column`` in ``table`` under ``filters``; an error naming
         ``option`` when there are several."""
         where, params = _filters(filters)
-        values = [r[0] for r in self._con.execute(
-            f"SELECT DISTINCT {column} FROM {table} WHERE {where} ORDER BY 1", params).fetchall()]
+        with self._connected() as con:
+            values = [r[0] for r in con.execute(
+                f"SELECT DISTINCT {column} FROM {table} WHERE {where} ORDER BY 1", params
+            ).fetchall()]
         if len(values) > 1:
             raise MliapdbError(f"several {column} values ({', '.join(values)}) - pass "
                                f"{option}= to pick one")
@@ -201,7 +262,8 @@ class Database:
         schema version."""
         from mliapdb.analysis.inventory import inventory
 
-        return inventory(self._con, self.location)
+        with self._connected() as con:
+            return inventory(con, self.location)
 
     # --- the queries of ``mliapdb query`` ---------------------------------------------------------
 
@@ -298,7 +360,8 @@ class Database:
             options["kind"] = calc_kind(options["kind"])
         if "convention" in options:  # dft_hull is dft-hull
             options["convention"] = options["convention"].replace("_", "-")
-        result: QueryResult = function(self._con, **options)
+        with self._connected() as con:
+            result: QueryResult = function(con, **options)
         frame = pd.DataFrame(result.rows, columns=result.columns)
         frame.attrs["description"] = result.description
         frame.attrs["hint"] = result.hint

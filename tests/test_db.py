@@ -161,12 +161,14 @@ def test_database_in_use_is_a_clear_error(tmp_path: Path) -> None:
     try:
         assert holder.stdout.readline().strip() == "ok"
         time.sleep(0.2)
-        result = CliRunner().invoke(cli, ["--db", str(path), "sql", "SELECT 1"])
+        result = CliRunner().invoke(cli, ["--db", str(path), "--lock-timeout", "0", "sql",
+                                             "SELECT 1"])
     finally:
         holder.kill()
         holder.wait()
     assert result.exit_code == 1
     assert result.stderr == (
-        f"Error: {path} is in use by another process (a running 'mliapdb ingest'?) - wait for "
-        "it to finish, or query a copy of the file\n"
+        f"Error: {path} is in use by another process (PID {holder.pid}) (a running 'mliapdb "
+        "ingest'?), still after 0 s - wait for it to finish and run again, wait longer with "
+        "--lock-timeout SECONDS (or $MLIAPDB_LOCK_TIMEOUT), or query a copy of the file\n"
     )

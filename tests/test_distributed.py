@@ -370,3 +370,34 @@ def test_cli_workers(base_db: Path, tmp_path: Path) -> None:
     assert not Path(f"{path}.parts").exists()
     again = run(*args)
     assert again.exit_code == 0 and "5 selected, 5 already done, none run" in again.stderr
+
+
+def test_cluster_run_holds_the_database_only_to_merge(base_db: Path, tmp_path: Path,
+                                                      client) -> None:
+    """On a path, the client opens the database only to read what is done and to merge a
+    batch of parts: between merges another process opens it read-write; the rows equal the
+    serial ones."""
+    import subprocess
+
+    from mliapdb.compute.cluster import run_distributed
+    from mliapdb.compute.commits import CommitOptions
+
+    path = copy_db(base_db, tmp_path)
+    opened: list[int] = []
+
+    def another_process_writes(part) -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+             "print(c.execute('SELECT count(*) FROM calculations').fetchone()[0])", str(path)],
+            capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr  # no lock held by this process
+        opened.append(int(done.stdout))
+
+    report = run_distributed(path, path, CHGNET, select(path),
+                             RunOptions(settings_overrides=OVERRIDES), client=client,
+                             shard_size=2, commit=CommitOptions(every=1),
+                             on_shard=another_process_writes)
+    assert report.n_shards == 3 and len(opened) == 3
+    assert opened == sorted(opened) and opened[-1] == len(IDS)  # rows merged, part by part
+    assert_same(energies(path, CHGNET, report.settings_hash),
+                serial_energies(base_db, tmp_path, CHGNET, OVERRIDES))

@@ -176,7 +176,7 @@ def test_killed_process_resumes_without_loss_or_duplicates(db_path: Path, tmp_pa
     copy = tmp_path / "killed.duckdb"
     shutil.copy(db_path, copy)
     args = [sys.executable, "-m", "mliapdb", "--db", str(copy), "ingest", "relax",
-            "--model", MODEL, "--max-steps", "1", "--fmax", "0.2",
+            "--model", MODEL, "--max-steps", "1", "--fmax", "0.2", "--commit-every", "1",
             *[a for mid in OXIDE_IDS for a in ("--material-id", mid)]]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     done = []

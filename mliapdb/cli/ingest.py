@@ -10,6 +10,7 @@ from mliapdb.cli.cluster import cluster_options
 from mliapdb.cli.common import dataset_option, db_option, resolve_db, symmetry_options
 from mliapdb.cli.output import emit, format_option, status
 from mliapdb.cli.progress import progress_bar, stderr_is_terminal
+from mliapdb.compute.commits import DEFAULT_COMMIT_EVERY, DEFAULT_COMMIT_SECONDS
 
 
 @click.group()
@@ -241,6 +242,22 @@ def _log_result(target, result) -> None:
 @click.option(
     "--retry-failed", is_flag=True, help="Run again the materials whose calculation failed."
 )
+@click.option(
+    "--commit-every",
+    type=click.IntRange(min=1),
+    default=DEFAULT_COMMIT_EVERY,
+    show_default=True,
+    metavar="N",
+    help="Commit once N results are uncommitted (or --commit-seconds passed).",
+)
+@click.option(
+    "--commit-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_COMMIT_SECONDS,
+    show_default=True,
+    metavar="S",
+    help="Commit once the oldest uncommitted result is S seconds old (or N are waiting).",
+)
 @cluster_options
 @format_option
 @db_option
@@ -248,14 +265,18 @@ def _log_result(target, result) -> None:
 def relax(
     ctx, model, kind, force, dataset, chemsys, material_ids, max_sites, min_nelements, limit,
     device, engine, max_atoms, threads, checkpoint, as_name, fmax,
-    max_steps, retry_failed, fmt, db_path, **cluster,
+    max_steps, retry_failed, commit_every, commit_seconds, fmt, db_path, **cluster,
 ) -> None:
     """Single point on the DFT structure and relaxation (ASE FIRE + FrechetCellFilter) with
     one MLIAP, for each selected material not done yet with these settings (--kind: free,
     symmetry-constrained, or single point only).
 
-    Failures and unconverged relaxations are stored with their reason; each result commits
-    on its own, so an interrupted run resumes where it stopped.
+    Failures and unconverged relaxations are stored with their reason. The database is
+    held only while the run reads what is done, commits a batch of results (every
+    --commit-every results or --commit-seconds, whichever first) and refreshes the derived
+    tables at the end: 'query', 'report', 'sql' and notebooks read it in between, and wait
+    for a commit in progress (--lock-timeout). An interrupted run loses at most the batch it
+    had not committed, and resumes where it stopped.
 
     With --workers, --scheduler or --slurm the materials run on a Dask cluster in shards of
     --shard-size: workers write one Parquet part per shard beside the database
@@ -269,6 +290,7 @@ def relax(
     """
     from mliapdb.cli.cluster import cluster_from_params, log_merged
     from mliapdb.compute.calculations import RunOptions, select_targets
+    from mliapdb.compute.commits import CommitOptions
     from mliapdb.compute.run import run_calculations
     from mliapdb.store import database as db
 
@@ -283,35 +305,37 @@ def relax(
                          settings_overrides=overrides, retry_failed=retry_failed,
                          threads=threads or None, force=force, engine=engine,
                          max_atoms=max_atoms)
+    commit = CommitOptions(every=commit_every, seconds=commit_seconds)
     path = resolve_db(ctx, db_path)
-    con = db.connect(path)
-    try:
+    with db.opened(path) as con:  # held only to select; each commit opens it again
         targets = select_targets(
             con, dataset=dataset, chemsys=chemsys, material_ids=material_ids,
             max_sites=max_sites, limit=limit, min_nelements=min_nelements,
         )
+    holder = db.Holder(path)
+    try:
         if on_cluster is None:
             report = run_calculations(
-                con, model, targets, options, progress=progress_bar,
-                on_result=None if stderr_is_terminal() else _log_result, db_path=path,
+                holder, model, targets, options, progress=progress_bar,
+                on_result=None if stderr_is_terminal() else _log_result, commit=commit,
             )
         else:
             from mliapdb.compute.cluster import run_distributed
 
             cluster_options, shard_size = on_cluster
             report = run_distributed(
-                con, path, model, targets, options, cluster=cluster_options,
+                holder, path, model, targets, options, cluster=cluster_options,
                 shard_size=shard_size, progress=progress_bar,
-                on_shard=None if stderr_is_terminal() else log_merged,
+                on_shard=None if stderr_is_terminal() else log_merged, commit=commit,
             )
-        refresh_model_hulls(con)
     except KeyboardInterrupt:
         status("interrupted - storing the model hulls and error rows of the results so far "
                "(Ctrl-C again skips it; 'mliapdb ingest hulls' does it later)")
-        refresh_model_hulls(con)
+        with holder.held() as con:
+            refresh_model_hulls(con)
         raise
-    finally:
-        con.close()
+    with holder.held() as con:  # the end-of-run refresh, in a hold of its own
+        refresh_model_hulls(con)
     if report.n_leftover_parts and on_cluster is None:
         status(f"{path}: merged {report.n_leftover_parts} Parquet part(s) left by an "
                "interrupted distributed run")

@@ -139,10 +139,24 @@ def _quiet_stdout() -> None:
     metavar="PATH",
     help="DuckDB database file, or http(s) URL of a snapshot (read-only) (env MLIAPDB_DB).",
 )
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    envvar="MLIAPDB_LOCK_TIMEOUT",
+    metavar="SECONDS",
+    help="Seconds to wait for a database another process holds (a commit of a running "
+    "'ingest relax'), 60 by default; 0: fail at once (env MLIAPDB_LOCK_TIMEOUT).",
+)
 @click.version_option(__version__, prog_name="mliapdb")
-def cli(db: str) -> None:
+@click.pass_context
+def cli(ctx: click.Context, db: str, lock_timeout: float | None) -> None:
     """mliapdb: MP entries, Wyckoff symmetry and MLIAP energies in one DuckDB file, with SQL
     views that measure how well MLIAPs reproduce DFT stability."""
+    if lock_timeout is not None:
+        from mliapdb.store.database import LockWait, waiting_for_locks
+
+        ctx.with_resource(waiting_for_locks(LockWait(timeout_s=lock_timeout)))
 
 
 cli.add_command(ingest.ingest)

@@ -1,19 +1,28 @@
 """Run one model over stored materials: a single point on the DFT structure, a relaxation or
-a symmetry-constrained relaxation, one row per (material, model, settings), each committed on
-its own so a killed run resumes."""
+a symmetry-constrained relaxation, one row per (material, model, settings), committed in
+batches (:mod:`mliapdb.compute.commits`) so that a killed run resumes."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from mliapdb.compute.commits import CommitClock, CommitOptions, commit_options
 from mliapdb.errors import MliapdbError
-from mliapdb.store.database import insert_rows, now, transaction
+from mliapdb.store.database import (
+    DatabaseLocked,
+    Holder,
+    insert_rows,
+    lock_wait,
+    now,
+    transaction,
+)
 from mliapdb.store.tables import Calculation, ModelRow
 
 
@@ -515,8 +524,12 @@ def calculate(
         yield target, relax_structure(structure, model, settings)
 
 
-def _run(con, spec, todo, device, identity, settings, report, progress, on_result, engine,
-         max_atoms) -> None:
+def _run(holder, spec, todo, device, identity, settings, report, progress, on_result, engine,
+         max_atoms, commit=None, spill=None) -> None:
+    """Calculate ``todo`` with the database closed, committing the results in batches of
+    ``commit`` (:func:`mliapdb.compute.commits.commit_options`) in short holds of ``holder``
+    (:class:`mliapdb.store.database.Holder`); on an exception (Ctrl-C included) the batch
+    computed so far is committed before it propagates."""
     import time
 
     start = time.perf_counter()
@@ -527,25 +540,115 @@ def _run(con, spec, todo, device, identity, settings, report, progress, on_resul
             f"checkpoint of model {spec.name} changed while it was loaded (sha256 "
             f"{_short(identity.checkpoint_sha256)}, now {_short(sha)}) - run again"
         )
-    register_model(con, spec, model)
+
+    def committed(items) -> None:
+        for target, result in items:
+            report.status_counts[result.status] = report.status_counts.get(result.status, 0) + 1
+            if on_result is not None:
+                on_result(target, result)
+
+    batches = ResultBatches(holder, spec, model, commit_options(commit, holder.short), committed,
+                            spill=None if spill is None else lambda rows: spill(rows, model))
     label = spec.name if engine == "ase" else f"{spec.name} ({engine})"
     results = calculate(model, todo, settings, engine, max_atoms)
-    for target, result in progress(results, len(todo), label):
-        store_result(con, target, spec.name, result, device, report, on_result, sha)
+    try:
+        for target, result in progress(results, len(todo), label):
+            batches.add(target, result, calculation_row(target, spec.name, result, device, sha))
+    except BaseException as exc:
+        try:
+            if not batches.failed:
+                batches.commit()
+        except MliapdbError as failed:  # the run's own error goes on; this one is said
+            lock_wait().on_wait(f"not committed: {failed}")
+        report.wall_time_s = time.perf_counter() - start
+        raise exc
+    batches.commit()
     report.wall_time_s = time.perf_counter() - start
 
 
-def store_result(con, target: Target, model: str, result, device: str, report: RunReport,
-                 on_result=None, checkpoint_sha256: str | None = None) -> None:
-    """Write one result row in its own transaction (replacing an earlier one)."""
-    row = calculation_row(target, model, result, device, checkpoint_sha256)
+def replace_calculations(con, rows) -> int:
+    """Write ``calculations`` rows (dicts from :func:`calculation_row`, or an Arrow table of
+    some of its columns) in one transaction, replacing stored rows of the same primary key
+    (dataset, material id, model, settings hash); returns how many."""
+    import pyarrow as pa
+
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
+    if table.num_rows == 0:
+        return 0
+    cols = ", ".join(table.column_names)
+    key = [column.name for column in Calculation.__table__.primary_key.columns]
+    match = " AND ".join(f"c.{k} = p.{k}" for k in key)
+    _mliapdb_rows = table  # noqa: F841  (read by DuckDB's replacement scan, by name)
     with transaction(con):
-        con.execute(
-            "DELETE FROM calculations WHERE dataset = ? AND material_id = ? AND model = ? "
-            "AND settings_hash = ?",
-            [target.dataset, target.material_id, model, row["settings_hash"]],
-        ).fetchall()
-        insert_rows(con, "calculations", [row])
-    report.status_counts[result.status] = report.status_counts.get(result.status, 0) + 1
-    if on_result is not None:
-        on_result(target, result)
+        con.execute(f"DELETE FROM calculations AS c USING _mliapdb_rows AS p WHERE {match}"
+                    ).fetchall()
+        con.execute(f"INSERT INTO calculations ({cols}) SELECT {cols} FROM _mliapdb_rows"
+                    ).fetchall()
+    return table.num_rows
+
+
+class ResultBatches:
+    """The result rows of a serial run (``calculations`` dicts), committed in batches in short
+    holds of ``holder``; the model's ``models`` row goes in with the first batch
+    (:func:`mliapdb.compute.calculations.register_model`). ``on_committed(items)`` gets the
+    ``(target, result)`` pairs of each batch after its hold ended. ``spill(rows)`` writes rows
+    no commit could store (the file stayed locked) where the next run finds them and returns
+    that path."""
+
+    def __init__(self, holder: Holder, spec, model: Any, options: CommitOptions,
+                 on_committed: Callable[[list[tuple[Any, Any]]], None],
+                 spill: Callable[[list[dict]], Path] | None = None,
+                 on_status: Callable[[str], None] | None = None) -> None:
+        self.holder = holder
+        self.spec = spec
+        self.model = model
+        self.clock = CommitClock(options)
+        self.on_committed = on_committed
+        self.spill = spill
+        self.on_status = on_status
+        self.registered = False
+        self.failed = False
+        """True when the last commit raised (the run stops; its batch is not tried again)."""
+        self.rows: list[dict] = []
+        self.items: list[tuple[Any, Any]] = []
+
+    def add(self, target: Any, result: Any, row: dict) -> None:
+        """One more result; commits the batch when it is due."""
+        self.rows.append(row)
+        self.items.append((target, result))
+        self.clock.add()
+        if self.clock.due():
+            self.commit(final=False)
+
+    def commit(self, final: bool = True) -> None:
+        """Commit the uncommitted rows in one hold. Not ``final``: a file that stays locked
+        keeps them for the next batch. ``final``: it spills them (:attr:`spill`) and raises."""
+        if not self.rows:
+            return
+        self.failed = True  # until this commit ends: an error here is not retried
+        try:
+            with self.holder.held() as con:
+                if not self.registered:
+                    register_model(con, self.spec, self.model)
+                    self.registered = True
+                replace_calculations(con, self.rows)
+        except DatabaseLocked as exc:
+            if not final:
+                self.failed = False
+                (self.on_status or lock_wait().on_wait)(
+                    f"{exc.path}: could not commit {len(self.rows)} result(s) yet (the file "
+                    "stayed locked); keeping them for the next commit")
+                return
+            if self.spill is None:
+                raise
+            where = self.spill(self.rows)
+            self.rows, self.items = [], []
+            self.clock.reset()
+            raise MliapdbError(
+                f"{exc} - the results not committed are kept in {where}, and the next "
+                f"'mliapdb ingest relax --model {self.spec.name}' with these settings merges "
+                "them") from exc
+        self.failed = False
+        items, self.rows, self.items = self.items, [], []
+        self.clock.reset()
+        self.on_committed(items)

@@ -9,7 +9,9 @@ folder, fsync, ``os.replace``) into the run folder ``<db>.parts/<model>/<setting
 if the part already exists it returns at once. The client merges each part as it completes,
 in one transaction keyed by the primary key of ``calculations`` (delete, then insert), and
 then deletes it. Parts left over by an interrupted run (same model and settings) are merged
-at the start of the next. The ``models`` row is registered once, by the client, from the
+at the start of the next. The client holds the database only while it reads what is done and
+while it merges a batch of parts (:class:`PartBatches`), so other processes read it between.
+The ``models`` row is registered once, by the client, from the
 calculator info (checkpoint sha256, package versions) that each part carries in its Parquet
 metadata: the client never loads the model.
 
@@ -42,9 +44,10 @@ from mliapdb.compute.calculations import (
     done_keys,
     register_model,
 )
+from mliapdb.compute.commits import CommitClock, CommitOptions, commit_options
 from mliapdb.errors import MliapdbError
 from mliapdb.progress import Progress, no_progress
-from mliapdb.store.database import transaction
+from mliapdb.store.database import Holder
 from mliapdb.store.tables import Calculation
 
 if TYPE_CHECKING:
@@ -473,18 +476,21 @@ class PartMerger:
     """Merges parts into ``calculations`` (the one writer); registers the model once, from
     the calculator info the first merged part carries. Every part's checkpoint must be the
     model's (:func:`mliapdb.compute.calculations.check_identity`): a part made with another one is
-    refused before anything of it is written."""
+    refused before anything of it is written. Each :meth:`merge` takes the connection of the
+    hold it runs in."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, spec) -> None:
-        self.con = con
+    def __init__(self, spec) -> None:
         self.spec = spec
         self.registered = False
-        self.columns = _table_columns(con)
+        self.columns: set[str] | None = None
 
-    def merge(self, path: Path, leftover: bool = False) -> MergedPart:
+    def merge(self, con: duckdb.DuckDBPyConnection, path: Path,
+              leftover: bool = False) -> MergedPart:
         """Merge one part in one transaction (delete rows with the same primary key, insert),
         then delete the file. Merging the same part twice leaves the same rows."""
         import pyarrow.parquet as pq
+
+        from mliapdb.compute.calculations import replace_calculations
 
         try:
             part = pq.read_table(path)
@@ -496,6 +502,8 @@ class PartMerger:
                 f"part {path} is of model {meta.get('mliapdb_model')!r}, not {self.spec.name!r}"
                 " - move it out of the run folder"
             )
+        if self.columns is None:
+            self.columns = _table_columns(con)
         unknown = [c for c in part.column_names if c not in self.columns]
         if unknown:
             raise MliapdbError(
@@ -504,25 +512,16 @@ class PartMerger:
             )
         info = json.loads(meta.get("mliapdb_info") or "{}")
         try:
-            check_identity(self.con, self.spec, info.get("checkpoint_sha256"),
+            check_identity(con, self.spec, info.get("checkpoint_sha256"),
                            info.get("checkpoint"))
         except MliapdbError as exc:
             raise MliapdbError(f"part {path}: {exc}") from exc
         if not self.registered:
             from types import SimpleNamespace
 
-            register_model(self.con, self.spec, SimpleNamespace(mliapdb_info=info))
+            register_model(con, self.spec, SimpleNamespace(mliapdb_info=info))
             self.registered = True
-        cols = ", ".join(part.column_names)
-        match = " AND ".join(f"c.{k} = p.{k}" for k in primary_key())
-        _mliapdb_part = part  # noqa: F841  (read by DuckDB's replacement scan, by name)
-        with transaction(self.con):
-            self.con.execute(
-                f"DELETE FROM {TABLE} AS c USING _mliapdb_part AS p WHERE {match}"
-            ).fetchall()
-            self.con.execute(
-                f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM _mliapdb_part"
-            ).fetchall()
+        replace_calculations(con, part)
         path.unlink(missing_ok=True)
         counts: dict[str, int] = {}
         for value in part.column("status").to_pylist():
@@ -534,6 +533,23 @@ class PartMerger:
             status_counts=counts,
             leftover=leftover,
         )
+
+
+def spill_part(db_path: str | Path, model: str, settings_hash: str, rows: Sequence[dict],
+               loaded: Any = None) -> Path:
+    """Write result rows that could not be committed (the database stayed locked) as a part
+    of the run folder, which the next run of ``model`` and these settings merges; ``loaded``:
+    the model object whose ``mliapdb_info`` the part carries. Returns the part's path."""
+    info = dict(getattr(loaded, "mliapdb_info", {}) or {})
+    shard = f"uncommitted-{uuid.uuid4().hex[:12]}"
+    path = part_path(run_dir(db_path, model, settings_hash), shard)
+    write_part(path, rows, {
+        "mliapdb_shard": shard,
+        "mliapdb_model": model,
+        "mliapdb_settings_hash": settings_hash,
+        "mliapdb_info": json.dumps(info, sort_keys=True, default=str),
+    })
+    return path
 
 
 def merge_leftovers(
@@ -551,10 +567,10 @@ def merge_leftovers(
     if not folder.is_dir():
         return 0
     _clean_tmp(folder)
-    merger = merger or PartMerger(con, spec)
+    merger = merger or PartMerger(spec)
     n = 0
     for path in sorted(folder.glob(f"*{PART_SUFFIX}")):
-        merged = merger.merge(path, leftover=True)
+        merged = merger.merge(con, path, leftover=True)
         n += 1
         if on_shard is not None:
             on_shard(merged)
@@ -592,7 +608,7 @@ def _task_error(shard: Shard, exc: BaseException) -> MliapdbError:
 
 
 def run_distributed(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | Holder | str | Path,
     db_path: str | Path,
     model: str,
     targets: Sequence[Target],
@@ -603,16 +619,24 @@ def run_distributed(
     shard_size: int = DEFAULT_SHARD_SIZE,
     progress: Progress = no_progress,
     on_shard: Callable[[MergedPart], None] | None = None,
+    commit: CommitOptions | None = None,
 ) -> DistributedReport:
     """:func:`mliapdb.compute.run.run_calculations` on a Dask cluster (same rows).
 
-    ``con`` is the read-write connection of the database at ``db_path`` (the parts go to
-    :func:`run_dir` beside it). The shards run on ``client`` if given (left open), else on a
-    cluster opened from ``cluster`` and closed at the end. ``progress`` wraps the loop over
-    merged shards; ``on_shard`` is called after each merge. ``wall_time_s`` is the wall time
-    of the distributed part (seconds), from cluster start to the last merge. With
-    ``engine="torch-sim"`` each worker relaxes its shard as one in-flight batch (at most
-    ``max_atoms`` atoms): one GPU per worker on a GPU cluster.
+    ``con`` is the read-write connection of the database at ``db_path`` (kept open), or its
+    path (or a :class:`~mliapdb.store.database.Holder`): the file is then opened only to read
+    what is done and to merge parts, so that other processes read it in between. Parts go to
+    :func:`run_dir` beside it, and are merged in batches (``commit``: on a path, once 100
+    results or 10 s have waited, :class:`~mliapdb.compute.commits.CommitOptions`; on a
+    connection, each part as it comes), all parts of a batch in one hold, each in its own
+    transaction; a part waits on disk until then, so an
+    interrupted run loses nothing (the next one merges the parts). The shards run on
+    ``client`` if given (left open), else on a cluster opened from ``cluster`` and closed at
+    the end. ``progress`` wraps the loop over merged shards; ``on_shard`` is called after
+    each merge. ``wall_time_s`` is the wall time of the distributed part (seconds), from
+    cluster start to the last merge. With ``engine="torch-sim"`` each worker relaxes its
+    shard as one in-flight batch (at most ``max_atoms`` atoms): one GPU per worker on a GPU
+    cluster.
 
     The checkpoint identity is that of the serial path (``as_name``, refusals, per-row
     sha256): the client hashes the checkpoint where it can read it (always with ``as_name``
@@ -622,16 +646,13 @@ def run_distributed(
     from mliapdb.compute.calculations import model_identity, prepare_run
 
     o = options or RunOptions()
+    holder = Holder.of(con)
     kind, device, checkpoint, as_name = o.kind, o.device, o.checkpoint, o.as_name
     settings_overrides, engine, max_atoms, threads = (o.settings_overrides, o.engine,
                                                       o.max_atoms, o.threads)
     spec, settings = prepare_run(model, kind, settings_overrides, engine, o.force, targets)
     local = cluster is not None and cluster.workers is not None
     base = spec.name
-    identity = model_identity(con, spec, checkpoint, as_name, need_packages=local,
-                              unresolved_ok=not local)
-    spec = identity.spec
-    model = spec.name
     if shard_size < 1:
         raise MliapdbError(f"--shard-size must be 1 or more, got {shard_size}")
     if client is None:
@@ -641,11 +662,16 @@ def run_distributed(
             raise MliapdbError("no cluster asked for: pass --workers N, --scheduler or --slurm")
         _import_distributed()
     shash = settings.settings_hash()
-    report = DistributedReport(model=model, settings_hash=shash, n_selected=len(targets))
-    folder = run_dir(db_path, model, shash)
-    merger = PartMerger(con, spec)
-    report.n_leftover_parts = merge_leftovers(con, db_path, spec, shash, on_shard, merger)
-    done = done_keys(con, model, shash, o.retry_failed)
+    with holder.held() as held:
+        identity = model_identity(held, spec, checkpoint, as_name, need_packages=local,
+                                  unresolved_ok=not local)
+        spec = identity.spec
+        model = spec.name
+        report = DistributedReport(model=model, settings_hash=shash, n_selected=len(targets))
+        folder = run_dir(db_path, model, shash)
+        merger = PartMerger(spec)
+        report.n_leftover_parts = merge_leftovers(held, db_path, spec, shash, on_shard, merger)
+        done = done_keys(held, model, shash, o.retry_failed)
     todo = [t for t in targets if (t.dataset, t.material_id) not in done]
     report.n_skipped = len(targets) - len(todo)
     if not todo:
@@ -663,13 +689,14 @@ def run_distributed(
                    base_model=base if spec.base_model else "",
                    checkpoint_sha256=identity.checkpoint_sha256 or "")
     folder.mkdir(parents=True, exist_ok=True)
+    batches = PartBatches(holder, merger, commit_options(commit, holder.short), folder)
     start = time.perf_counter()
     try:
         if client is not None:
-            _run_shards(client, shards, job, merger, report, progress, on_shard)
+            _run_shards(client, shards, job, batches, report, progress, on_shard)
         else:
             with open_client(cluster) as own:
-                _run_shards(own, shards, job, merger, report, progress, on_shard)
+                _run_shards(own, shards, job, batches, report, progress, on_shard)
         _clean_tmp(folder)  # all shards merged: what is left is from killed workers
     finally:
         report.wall_time_s = time.perf_counter() - start
@@ -677,8 +704,53 @@ def run_distributed(
     return report
 
 
-def _run_shards(client, shards, job, merger, report, progress, on_shard) -> None:
-    """Submit one task per shard and merge the parts as they complete."""
+class PartBatches:
+    """Completed parts waiting to be merged: a batch is merged in one short hold of
+    ``holder`` once :class:`~mliapdb.compute.commits.CommitOptions` says so (counting the
+    results of the parts). A batch that meets the file locked for the whole lock timeout
+    waits on disk for the next; at the end of the run the parts stay for the next run."""
+
+    def __init__(self, holder: Holder, merger: PartMerger, options: CommitOptions,
+                 folder: Path) -> None:
+        self.holder = holder
+        self.merger = merger
+        self.clock = CommitClock(options)
+        self.folder = folder
+        self.paths: list[Path] = []
+
+    def add(self, path: Path, n_results: int) -> list[MergedPart]:
+        """One more completed part; the parts merged now, if the batch was due."""
+        self.paths.append(path)
+        self.clock.add(n_results)
+        return self.merge(final=False) if self.clock.due() else []
+
+    def merge(self, final: bool = True) -> list[MergedPart]:
+        """Merge the waiting parts in one hold (each part in its own transaction)."""
+        from mliapdb.store.database import DatabaseLocked, lock_wait
+
+        if not self.paths:
+            return []
+        merged: list[MergedPart] = []
+        try:
+            with self.holder.held() as con:
+                while self.paths:
+                    merged.append(self.merger.merge(con, self.paths[0]))
+                    self.paths.pop(0)
+        except DatabaseLocked as exc:
+            if final:
+                raise MliapdbError(
+                    f"{exc} - the {len(self.paths)} part(s) not merged stay in {self.folder}, "
+                    "and the next 'mliapdb ingest relax' of this model and settings merges "
+                    "them") from exc
+            lock_wait().on_wait(f"{exc.path}: could not merge {len(self.paths)} part(s) yet "
+                                "(the file stayed locked); they wait for the next merge")
+            return merged
+        self.clock.reset()
+        return merged
+
+
+def _run_shards(client, shards, job, batches: PartBatches, report, progress, on_shard) -> None:
+    """Submit one task per shard and merge the parts in batches as they complete."""
     from distributed import as_completed
 
     report.n_workers = len(client.scheduler_info().get("workers", {}))
@@ -703,7 +775,8 @@ def _run_shards(client, shards, job, merger, report, progress, on_shard) -> None
                     f"a worker wrote {path}, but it is not here: the workers must see the "
                     "database's folder at the same path (same machine or shared file system)"
                 )
-            yield merger.merge(path)
+            yield from batches.add(path, len(shard.targets))
+        yield from batches.merge(final=True)
 
     n_targets = sum(len(s.targets) for s in shards)
     description = f"{job.model} ({n_targets} materials in {len(shards)} shards)"

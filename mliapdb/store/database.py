@@ -1,10 +1,22 @@
 """Open a mliapdb DuckDB file (local, or a remote snapshot read-only), migrated to this code's
-schema (:mod:`mliapdb.store.schema`) when opened read-write; transactions and row inserts."""
+schema (:mod:`mliapdb.store.schema`) when opened read-write; transactions and row inserts.
+
+DuckDB lets one process hold a file read-write, and that holder blocks every other process's
+open, read-only ones too (readers share a lock that blocks writers). So every open that meets
+a lock held by another process waits for it (:class:`LockWait`: up to 60 s by default,
+``$MLIAPDB_LOCK_TIMEOUT``), with one status line on stderr, instead of failing; long runs hold
+the file only while they commit (:class:`Holder`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +29,113 @@ from mliapdb.store.upgrade import _check_not_newer, migrate, overlay_views
 
 DATA_CATALOG = "data"
 """Name a local database opened read-only is attached under (the default catalog)."""
+
+LOCK_TIMEOUT_ENV = "MLIAPDB_LOCK_TIMEOUT"
+"""Environment variable: seconds an open waits for a file another process holds."""
+
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+"""Seconds an open waits for a lock by default: longer than a commit of a batch of results
+or an end-of-run refresh of the derived tables takes."""
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """How an open waits for a database file another process holds (read-write, or, for a
+    read-write open, read-only too): it retries every ``poll_s`` seconds for up to
+    ``timeout_s`` (0: not at all), after one status line to ``on_wait`` (stderr by default);
+    after the bound, a one-line :class:`MliapdbError` says what to do."""
+
+    timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+    poll_s: float = 0.02
+    on_wait: Callable[[str], None] = field(default=_stderr_line, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s >= 0:  # NaN too
+            raise MliapdbError(f"lock timeout must be 0 s or more, got {self.timeout_s}")
+
+
+class DatabaseLocked(MliapdbError):
+    """The database file stayed held by another process for the whole lock timeout."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+_LOCK_WAIT: ContextVar[LockWait | None] = ContextVar("mliapdb_lock_wait", default=None)
+
+
+def lock_wait() -> LockWait:
+    """The :class:`LockWait` of this context: the one :func:`waiting_for_locks` set (the CLI's
+    ``--lock-timeout``), else ``$MLIAPDB_LOCK_TIMEOUT`` seconds, else 60 s."""
+    chosen = _LOCK_WAIT.get()
+    if chosen is not None:
+        return chosen
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return LockWait()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise MliapdbError(f"${LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds (0 or "
+                           f"more) - set it to e.g. 60, or unset it")
+    return LockWait(timeout_s=seconds)
+
+
+@contextmanager
+def waiting_for_locks(wait: LockWait) -> Iterator[LockWait]:
+    """Every open within the block waits for locks as ``wait`` says."""
+    token = _LOCK_WAIT.set(wait)
+    try:
+        yield wait
+    finally:
+        _LOCK_WAIT.reset(token)
+
+
+_HOLDER_PID = re.compile(r"\(PID (\d+)\)")
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    return "could not set lock" in str(exc).lower()
+
+
+def _waiting(path: Path, exc: BaseException, writing: bool, opener: Callable[[], Any],
+             wait: LockWait) -> Any:
+    """Retry ``opener`` while another process holds the lock of ``path`` (``exc``: the first
+    lock error), up to ``wait.timeout_s`` seconds."""
+    deadline = time.monotonic() + wait.timeout_s
+    first = True
+    while True:
+        text = str(exc)
+        pid = _HOLDER_PID.search(text)
+        who = f"another process (PID {pid.group(1)})" if pid else "another process"
+        doing = ("is reading it" if "read-only mode" in text else
+                 "is writing it (a commit in progress)")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DatabaseLocked(
+                f"{path} is in use by {who} (a running 'mliapdb ingest'?), still after "
+                f"{wait.timeout_s:g} s - wait for it to finish and run again, wait longer with "
+                f"--lock-timeout SECONDS (or ${LOCK_TIMEOUT_ENV}), or query a copy of the file",
+                path) from exc
+        if first:
+            mode = "to write" if writing else "to read"
+            wait.on_wait(f"waiting for {path} ({mode}): {who} {doing} - retrying for up to "
+                         f"{wait.timeout_s:g} s")
+            first = False
+        time.sleep(min(wait.poll_s, left))
+        try:
+            return opener()
+        except duckdb.Error as again:
+            if not _is_lock_error(again):
+                raise _open_error(path, again) from again
+            exc = again
 
 
 
@@ -71,9 +190,14 @@ def _duckdb_connect(path: Path) -> duckdb.DuckDBPyConnection:
     errors for a locked or unreadable file."""
     from mliapdb.store.file import SAFE_CONFIG
 
-    try:
+    def opener() -> duckdb.DuckDBPyConnection:
         return duckdb.connect(str(path), config=SAFE_CONFIG)
+
+    try:
+        return opener()
     except duckdb.Error as exc:
+        if _is_lock_error(exc):
+            return _waiting(path, exc, True, opener, lock_wait())
         raise _open_error(path, exc) from exc
 
 
@@ -98,10 +222,15 @@ def _open_read_only(path: Path) -> duckdb.DuckDBPyConnection | None:
 
     con = duckdb.connect(config=SAFE_CONFIG)
     try:
-        try:
+        def opener() -> None:
             con.execute(f"ATTACH ? AS {DATA_CATALOG} (READ_ONLY)", [str(path)])
+
+        try:
+            opener()
         except duckdb.Error as exc:
-            raise _open_error(path, exc) from exc
+            if not _is_lock_error(exc):
+                raise _open_error(path, exc) from exc
+            _waiting(path, exc, False, opener, lock_wait())
         con.execute(f"USE {DATA_CATALOG}")
         have = _check_not_newer(con, str(path))
         if have < code_schema_version():
@@ -151,6 +280,50 @@ def opened(path: str | Path, read_only: bool = False,
                 leftover.unlink(missing_ok=True)
         raise
     con.close()
+
+
+class Holder:
+    """How a long run reaches its database: ``with holder.held() as con:`` is a block with a
+    read-write connection.
+
+    ``Holder(path)`` opens the file read-write for each block (waiting for a lock another
+    process holds, :class:`LockWait`) and closes it afterwards, so that other processes read
+    it between blocks; ``Holder(con=con)`` lends an open connection for every block (the
+    caller keeps the file and closes it)."""
+
+    def __init__(self, path: str | Path | None = None,
+                 con: duckdb.DuckDBPyConnection | None = None) -> None:
+        if (path is None) == (con is None):
+            raise ValueError("Holder takes exactly one of path and con")
+        self.path = None if path is None else Path(path)
+        self.con = con
+
+    @classmethod
+    def of(cls, target: Holder | duckdb.DuckDBPyConnection | str | Path) -> Holder:
+        """``target`` as a Holder: a Holder as it is, a connection lent, a path opened per
+        block."""
+        if isinstance(target, Holder):
+            return target
+        if isinstance(target, str | Path):
+            return cls(path=target)
+        return cls(con=target)
+
+    @property
+    def short(self) -> bool:
+        """True when each block opens and closes the file (other processes read between)."""
+        return self.path is not None
+
+    @contextmanager
+    def held(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection for the block."""
+        if self.con is not None:
+            yield self.con
+            return
+        con = connect(self.path)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 @contextmanager
