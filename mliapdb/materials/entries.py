@@ -98,34 +98,51 @@ def _last_updated(data: dict) -> str | None:
 
 
 def fingerprint(energy_raw: float, structure: Any) -> str:
-    """sha256 of the raw energy and the structure (rounded), to recognise the same DFT data."""
+    """sha256 of the raw energy and the structure (rounded), to recognise the same DFT data.
+
+    Coordinates are rounded as numpy rounds (the fractional coordinates are numpy floats),
+    the lattice as Python does; ``tests/test_streaming_ingest.py`` checks this equals the
+    site-by-site form on every shared entry."""
+    import numpy as np
+
+    if structure.is_ordered:
+        sites = [[str(sp), xyz] for sp, xyz in
+                 zip(structure.species, np.round(structure.frac_coords, 6).tolist(), strict=True)]
+    else:
+        sites = [[site.species_string, [round(x, 6) for x in site.frac_coords]]
+                 for site in structure]
     payload = [
         round(energy_raw, 8),
         [[round(x, 6) for x in row] for row in structure.lattice.matrix.tolist()],
-        [[site.species_string, [round(x, 6) for x in site.frac_coords]] for site in structure],
+        sites,
     ]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
 def _nesting_problem(raw: Any) -> str | None:
     """Why ``raw`` cannot be read safely: nested deeper than :data:`MAX_NESTING`, or carrying
-    a serialised object (``@module``) outside :data:`_MODULES`; None when it can."""
-    stack: list[tuple[Any, int]] = [(raw, 1)]
-    while stack:
-        obj, depth = stack.pop()
-        if depth > MAX_NESTING:
+    a serialised object (``@module``) outside :data:`_MODULES`; None when it can. Walks the
+    objects and lists level by level (scalars are not visited)."""
+    level = [raw] if type(raw) in (dict, list) else []
+    depth = 1
+    while level:
+        if depth == MAX_NESTING and any(level):
             return (f"nested more than {MAX_NESTING} levels deep - not a ComputedStructureEntry "
                     "dict")
-        if isinstance(obj, dict):
-            module = obj.get("@module")
-            if module is not None and (
-                not isinstance(module, str) or module.split(".")[0] not in _MODULES
-            ):
-                return (f"carries an object of module {str(module)[:80]!r} - only pymatgen "
-                        "objects are read from entry files")
-            stack.extend((v, depth + 1) for v in obj.values())
-        elif isinstance(obj, list):
-            stack.extend((v, depth + 1) for v in obj)
+        below: list = []
+        for obj in level:
+            if type(obj) is dict:
+                module = obj.get("@module")
+                if module is not None and (
+                    not isinstance(module, str) or module.split(".")[0] not in _MODULES
+                ):
+                    return (f"carries an object of module {str(module)[:80]!r} - only "
+                            "pymatgen objects are read from entry files")
+                below.extend(v for v in obj.values() if type(v) is dict or type(v) is list)
+            else:
+                below.extend(v for v in obj if type(v) is dict or type(v) is list)
+        level = below
+        depth += 1
     return None
 
 
@@ -134,19 +151,26 @@ def _reduced_basis(m: Any) -> Any:
     vector gets shorter): the same lattice, nearly orthogonal vectors."""
     import numpy as np
 
-    b = [np.array(v, dtype=float) for v in m]
+    def dot(u: list[float], v: list[float]) -> float:
+        return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
+
+    b = [[float(x) for x in v] for v in m]  # 3-vectors: plain floats beat numpy here
     for _ in range(200):
-        b.sort(key=lambda v: float(v @ v))
+        b.sort(key=lambda v: dot(v, v))
         changed = False
         for j in (1, 2):
             for i in range(j):
-                q = round(float(b[j] @ b[i]) / float(b[i] @ b[i]))
+                q = round(dot(b[j], b[i]) / dot(b[i], b[i]))
                 if q:
-                    b[j] = b[j] - q * b[i]
+                    b[j] = [x - q * y for x, y in zip(b[j], b[i], strict=True)]
                     changed = True
         if not changed:
             break
     return np.array(b)
+
+
+_COMBOS = tuple((i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
+                if i or j or k)
 
 
 def _closest_pair(structure: Any) -> tuple[float, int, int]:
@@ -159,20 +183,16 @@ def _closest_pair(structure: Any) -> tuple[float, int, int]:
     could blow up, no LAPACK call that prints on stdout for odd matrices). Distances of
     :data:`MIN_DISTANCE` and more are reported as ``inf``."""
     import numpy as np
-    from scipy.spatial import cKDTree
 
     m = _reduced_basis(np.asarray(structure.lattice.matrix, dtype=float))
-    combos = np.array(
-        [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if i or j or k]
-    )
-    shortest = float(np.linalg.norm(combos @ m, axis=1).min())
+    shortest = float(np.sqrt(((np.array(_COMBOS) @ m) ** 2).sum(axis=1).min()))
     if shortest < MIN_DISTANCE:
         return shortest, 0, 0
     # Distance between lattice planes along each axis, hence the images each axis needs.
-    cross = np.array([np.cross(m[(k + 1) % 3], m[(k + 2) % 3]) for k in range(3)])
+    cross = np.cross(m[[1, 2, 0]], m[[2, 0, 1]])
     det = float(m[0] @ cross[0])
     volume = abs(det)
-    heights = [volume / np.linalg.norm(np.cross(m[(k + 1) % 3], m[(k + 2) % 3])) for k in range(3)]
+    heights = (volume / np.sqrt((cross ** 2).sum(axis=1))).tolist()
     n = [int(math.ceil(MIN_DISTANCE / h)) for h in heights]
     if max(n) > 8:  # planes < 0.06 A apart with no short vector: not a crystal lattice
         return min(heights), 0, 0
@@ -186,17 +206,16 @@ def _closest_pair(structure: Any) -> tuple[float, int, int]:
     )
     home = frac @ m
     images = ((frac[None, :, :] + offsets[:, None, :]).reshape(-1, 3)) @ m
-    tree = cKDTree(images)
     n_sites = len(structure)
-    best = (math.inf, 0, 0)
-    for i, hits in enumerate(tree.query_ball_point(home, r=MIN_DISTANCE)):
-        for p in hits:
-            if p == i:
-                continue
-            d = float(np.linalg.norm(images[p] - home[i]))
-            if d < best[0]:
-                best = (d, i, p % n_sites)
-    return best
+    from scipy.spatial import cKDTree
+
+    # the two nearest points of each atom within MIN_DISTANCE: itself, and its closest other
+    d, idx = cKDTree(images).query(home, k=2, distance_upper_bound=MIN_DISTANCE)
+    d[idx == np.arange(n_sites)[:, None]] = np.inf
+    i, k = np.unravel_index(int(d.argmin()), d.shape)
+    if not d[i, k] < MIN_DISTANCE:
+        return math.inf, 0, 0
+    return float(d[i, k]), int(i), int(idx[i, k]) % n_sites
 
 
 def _structure_problem(structure: Any) -> str | None:

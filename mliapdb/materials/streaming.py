@@ -90,6 +90,30 @@ def _warm() -> None:
     from mliapdb.materials import symmetry  # noqa: F401
 
 
+_FACTS: dict[tuple, tuple[Any, dict]] = {}
+"""Composition -> (pymatgen Composition, its mp_materials columns), per worker process."""
+
+
+def composition_facts(structure: Any) -> tuple[Any, dict]:
+    """The structure's Composition and its ``mp_materials`` columns (formula, formula_full,
+    chemsys, nelements, composition JSON), computed once per composition in a process
+    (polymorphs share them)."""
+    from collections import Counter
+
+    key = tuple(sorted(Counter(map(str, structure.species)).items()))
+    hit = _FACTS.get(key)
+    if hit is None:
+        comp = structure.composition
+        hit = comp, {"formula": comp.reduced_formula,
+                     "formula_full": comp.formula.replace(" ", ""),
+                     "chemsys": comp.chemical_system, "nelements": len(comp.elements),
+                     "composition": json.dumps(comp.get_el_amt_dict(), sort_keys=True)}
+        if len(_FACTS) > 200_000:
+            _FACTS.clear()
+        _FACTS[key] = hit
+    return hit
+
+
 def chunk_rows(task: ChunkTask) -> dict[str, Any] | str:
     """The staged rows of one chunk (table -> Arrow table), or the one-line error of its
     first bad entry."""
@@ -117,12 +141,9 @@ def _chunk_rows(task: ChunkTask) -> dict[str, Any]:
 
     for raw, p in zip(task.raws, parsed, strict=True):
         s = p.entry.structure
-        comp = s.composition
+        comp, facts = composition_facts(s)
         key = {"dataset": task.dataset, "material_id": p.material_id}
-        add("mp_materials", **key, formula=comp.reduced_formula,
-            formula_full=comp.formula.replace(" ", ""), chemsys=comp.chemical_system,
-            nelements=len(comp.elements), nsites=len(s),
-            composition=json.dumps(comp.get_el_amt_dict(), sort_keys=True),
+        add("mp_materials", **key, **facts, nsites=len(s),
             structure=json.dumps(raw["structure"]), fingerprint=p.fingerprint,
             _sha=task.sha, _idx=p.index)
         params = p.entry.parameters or {}
@@ -141,7 +162,7 @@ def _chunk_rows(task: ChunkTask) -> dict[str, Any]:
             source_sha256=p.source_sha256, _sha=task.sha, _idx=p.index)
         for sp in task.symprecs:
             try:
-                sym = analyze_symmetry(s, symprec=sp, method=task.method)
+                sym = analyze_symmetry(s, symprec=sp, method=task.method, composition=comp)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # also a Rust panic of moyopy (PanicException)
@@ -186,6 +207,14 @@ class _Stage:
             raise MliapdbError(
                 f"{path}: cannot open the staging file of an interrupted ingest "
                 f"({str(exc).splitlines()[0]}) - delete it and rerun the ingest") from exc
+        code = self.con.execute(
+            "SELECT (SELECT count(*) FROM duckdb_views() WHERE NOT internal) + (SELECT "
+            "count(*) FROM duckdb_functions() WHERE NOT internal)").fetchone()[0]
+        if code:  # the staging file holds rows only; anything else is not ours
+            self.con.close()
+            raise MliapdbError(f"{path}: the staging file of an interrupted ingest holds views "
+                               "or macros, which mliapdb never writes - delete it and rerun "
+                               "the ingest")
         self.con.execute("CREATE TABLE IF NOT EXISTS stage_files (sha VARCHAR, dataset "
                          "VARCHAR, options VARCHAR, path VARCHAR, n_entries INTEGER, "
                          "complete BOOLEAN)")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from mliapdb.config import DEFAULT_SYMPREC, SYMPREC_RANGE
 
 if TYPE_CHECKING:
-    from pymatgen.core import Structure
+    from pymatgen.core import Composition, Structure
 
 METHODS: tuple[str, ...] = ("moyopy", "spglib")
 """Symmetry libraries that :func:`analyze_symmetry` can use."""
@@ -229,6 +229,7 @@ def analyze_symmetry(
     symprec: float = DEFAULT_SYMPREC,
     method: str = "moyopy",
     angle_tolerance: float | None = None,
+    composition: Composition | None = None,
 ) -> SymmetryAnalysis:
     """Space group, canonical Wyckoff orbits and DOF of an ordered ``structure``.
 
@@ -238,6 +239,7 @@ def analyze_symmetry(
         method: ``"moyopy"`` or ``"spglib"``.
         angle_tolerance: angle tolerance in degrees; ``None`` is the library default (moyopy:
             none; spglib: -1, i.e. none). pymatgen's spglib label uses 5 degrees.
+        composition: ``structure.composition`` where the caller has it already.
 
     Raises:
         ValueError: unknown method, tolerance out of range (:func:`check_tolerances`),
@@ -301,9 +303,10 @@ def analyze_symmetry(
     crystal_system = _crystal_system(number)
     lattice_dof = lattice_dof_for(crystal_system)
     wyckoff_dof = sum(o.n_free for o in orbits)
+    comp = composition if composition is not None else structure.composition
     label = (
-        f"{prototype_formula(structure.composition)}_{found.pearson_symbol}_{number}_{canonical}"
-        f":{structure.chemical_system}"
+        f"{prototype_formula(comp)}_{found.pearson_symbol}_{number}_{canonical}"
+        f":{comp.chemical_system}"
     )
     return SymmetryAnalysis(
         symprec=symprec,
