@@ -243,6 +243,24 @@ def test_resume_against_another_mp_version_is_refused(small, templates,
         "fetch into another dataset with --dataset NAME (one MP snapshot per dataset)")
 
 
+def test_resume_against_another_total_is_refused(small, templates, tmp_path: Path) -> None:
+    fake, endpoint = small
+    path = tmp_path / "db.duckdb"
+    fake.cut_from = 300
+    assert run_all(endpoint, path, "--page-size", "100", "--retries", "0").exit_code == 1
+    before = stored_digest(path)
+    grown = WholeMP(templates, 1240, r2scan_every=97)  # same version, ten documents more
+    with serve(grown) as other:
+        result = run_all(other, path, "--page-size", "100")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: the Materials Project API claims 1240 GGA_GGA+U documents of MP database "
+        f"{DB_VERSION}, the stored pages of dataset 'mp' 1230 of the same version - fetch it "
+        "into another dataset with --dataset NAME")
+    assert [int(p["_skip"]) for p in grown.thermo_requests()] == [300]
+    assert stored_digest(path) == before
+
+
 def test_resumed_page_repeating_a_stored_document_is_refused(small, tmp_path: Path) -> None:
     fake, endpoint = small
     path = tmp_path / "db.duckdb"

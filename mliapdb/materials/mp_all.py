@@ -52,6 +52,11 @@ FIELDS = ("material_id", "entries")
 dicts, keyed by run type)."""
 
 
+class ResumeRefused(MliapdbError):
+    """The dataset's stored pages cannot be continued from what the API serves now (another
+    MP database version, another total): running again does not help."""
+
+
 @dataclass(frozen=True)
 class PageOptions:
     """How ``ingest mp --all`` pages: ``page_size`` documents a request (MP's ``max_limit``
@@ -107,20 +112,26 @@ class WholeMp:
         the pages stored before)."""
         self._guard.seen.update(seen)
 
-    def pages(self, start: int = 0) -> Iterator[MpPage]:
+    def pages(self, start: int = 0, total: int | None = None,
+              dataset: str = "mp") -> Iterator[MpPage]:
         """The pages from document ``start`` on, one request each, fetched as they are asked
         for (so a consumer that stores each page before asking for the next has stored every
-        document before the one a failure names)."""
-        skip, total = start, None
+        document before the one a failure names); ``total``: the documents the stored pages
+        of ``dataset`` claimed (a resume), which the query must claim again."""
+        skip = start
         while total is None or skip < total:
             page = self._page(skip)
-            total = page.total
-            if total == 0:
+            if total is not None and page.total != total:
+                raise ResumeRefused(
+                    f"the Materials Project API claims {page.total} {THERMO_TYPE} documents "
+                    f"of MP database {self.db_version}, the stored pages of dataset "
+                    f"'{dataset}' {total} of the same version - fetch it into another "
+                    "dataset with --dataset NAME")
+            if page.total == 0:
                 raise MliapdbError(
                     f"the Materials Project API at {self.endpoint} claims no {THERMO_TYPE} "
                     "thermo documents at all - check --endpoint")
-            if skip >= total:  # a resumed run of a query that lost documents
-                return
+            total = page.total
             yield page
             skip += page.n_docs
 
@@ -228,7 +239,7 @@ def check_resume(progress: AllProgress, db_version: str | None) -> None:
     if progress.pages and progress.db_version != db_version:
         held = (f"all {progress.total} documents" if progress.complete else
                 f"an unfinished --all run: {progress.n_docs} of {progress.total} documents")
-        raise MliapdbError(
+        raise ResumeRefused(
             f"dataset '{progress.dataset}' holds MP database {progress.db_version} ({held}) "
             f"but the API serves {db_version} - fetch it into another dataset with --dataset "
             "NAME (one MP snapshot per dataset)")
@@ -309,13 +320,7 @@ def ingest_all(
     try:
         if not progress.complete:
             api.resume_after(progress.seen)
-            for page in api.pages(progress.n_docs):
-                if progress.total is not None and page.total != progress.total:
-                    raise MliapdbError(
-                        f"the Materials Project API claims {page.total} {THERMO_TYPE} documents "
-                        f"of MP database {api.db_version}, the stored pages of dataset "
-                        f"'{dataset}' were {progress.total} of the same version - fetch it "
-                        "into another dataset with --dataset NAME")
+            for page in api.pages(progress.n_docs, progress.total, dataset):
                 report.total = page.total
                 parsed = load_entries([(page.source, page.sha256, page.entries)]) \
                     if page.entries else []
@@ -338,6 +343,8 @@ def ingest_all(
             if hull_lags(con, dataset):
                 with transaction(con):
                     report.n_hull = rebuild_dft_hull(con, dataset)
+            if isinstance(exc, ResumeRefused):
+                raise
             total = report.total if report.total is not None else "?"
             raise MliapdbError(
                 f"{exc}; {report.n_stored} of {total} documents are stored in dataset "
