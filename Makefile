@@ -10,7 +10,7 @@ MACE_VENV ?= .venv-mace
 MACE_BIN := $(MACE_VENV)/bin
 
 .PHONY: install install-mace chromium demo test lint bench bench-hull bench-relax bench-overhead \
-	bench-batched bench-stats bench-open docs docs-check study clean
+	bench-batched bench-stats bench-open bench-mp-all docs docs-check study clean
 
 install: $(VENV)/.installed
 
@@ -81,6 +81,10 @@ bench-overhead: install
 
 bench-open: install
 	$(BIN)/python bench/bench_open.py --data $(DATA)
+
+# ingest mp --all against mp-api's whole search, on synthetic documents from a local server.
+bench-mp-all: install
+	$(BIN)/python bench/bench_mp_all.py --data $(DATA) --n 5000 20000
 
 # Synthetic MP-scale database (150,000 materials x 9 models), generated once (~4 min) into a
 # gitignored folder; then every statistics query of the CLI is timed on it (~16 min on 2

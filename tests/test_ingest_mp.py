@@ -64,12 +64,22 @@ class FakeMP:
         self.bad_key_status = 401  # answer to a key it does not know
         self.fail: list[int] = []  # statuses for the next thermo requests, one each
         self.fail_always: int | None = None
+        self.cut_from: int | None = None  # thermo pages at this _skip or later break off
+        self.n_cuts = 0
         self.requests: list[tuple[str, dict[str, str]]] = []
 
     def thermo_requests(self) -> list[dict[str, str]]:
         return [params for path, params in self.requests if path == THERMO]
 
-    def answer(self, path: str, params: dict[str, str], key: str | None) -> tuple[int, dict]:
+    def cut_now(self, path: str, params: dict[str, str]) -> bool:
+        """Whether this answer breaks off half-way (the connection dropped mid-page)."""
+        cut = path == THERMO and self.cut_from is not None \
+            and int(params.get("_skip", 0)) >= self.cut_from
+        self.n_cuts += cut
+        return cut
+
+    def answer(self, path: str, params: dict[str, str],
+               key: str | None) -> tuple[int, dict | bytes]:
         from emmet.core import __version__ as emmet_version
 
         self.requests.append((path, params))
@@ -103,14 +113,21 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         url = urlparse(self.path)
         params = {k: v[0] for k, v in parse_qs(url.query).items()}
-        status, body = self.server.api.answer(url.path, params, self.headers.get("x-api-key"))
-        blob = json.dumps(body).encode()
+        api = self.server.api
+        status, body = api.answer(url.path, params, self.headers.get("x-api-key"))
+        blob = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(blob)))
         if status == 429:
             self.send_header("Retry-After", "0")
         self.end_headers()
+        if status == 200 and api.cut_now(url.path, params):
+            self.wfile.write(blob[: len(blob) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.wfile.write(blob)
 
     def log_message(self, *args) -> None:

@@ -27,6 +27,21 @@ from mliapdb.config import MP_API_ENDPOINT
     metavar="ID",
     help="MP material id, e.g. mp-19006: the whole chemical system it belongs to; repeatable.",
 )
+@click.option(
+    "--all",
+    "whole",
+    is_flag=True,
+    help="Every GGA/GGA+U thermo document of MP (about 154,000), page by page, each page "
+    "stored at once: an interrupted run resumes after its last stored page, a finished one "
+    "fetches nothing.",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 1000),
+    default=1000,
+    show_default=True,
+    help="Documents per request of --all (MP serves at most 1000).",
+)
 @dataset_option
 @click.option(
     "--api-key",
@@ -49,7 +64,7 @@ from mliapdb.config import MP_API_ENDPOINT
     default=5,
     show_default=True,
     help="Retries of a request that is rate limited (HTTP 429) or meets a gateway error "
-    "(502-504).",
+    "(502-504), and with --all of an answer that broke off.",
 )
 @click.option(
     "--backoff",
@@ -64,8 +79,8 @@ from mliapdb.config import MP_API_ENDPOINT
 @db_option
 @click.pass_context
 def mp(
-    ctx, chemsys, material_ids, dataset, api_key, endpoint, retries, backoff, symprecs,
-    symmetry_method, fmt, db_path,
+    ctx, chemsys, material_ids, whole, page_size, dataset, api_key, endpoint, retries, backoff,
+    symprecs, symmetry_method, fmt, db_path,
 ) -> None:
     """Fetch GGA/GGA+U entries from the Materials Project API (mp-api client) and ingest them.
 
@@ -74,14 +89,32 @@ def mp(
     the MP database version is recorded per fetch (table mp_api_fetches), and a dataset
     holds one version. Entries without a structure or not GGA/GGA+U are left out and listed.
     Any failure (no or rejected key, rate limit, server error, no network) writes nothing.
+
+    With --all: every GGA/GGA+U thermo document, a page (--page-size documents) a request,
+    each page stored in its own transaction (table mp_api_pages) and the DFT hull rebuilt
+    once at the end (and after a failure, for the pages stored). A failure keeps the stored
+    pages; the same command resumes after them, against the same MP database version only.
     """
+    path = resolve_db(ctx, db_path)
+    if whole:
+        if chemsys or material_ids:
+            raise click.UsageError("pass --all, or --chemsys/--material-id, not both")
+        _mp_all(path, dataset, api_key, endpoint, page_size, retries, backoff, symprecs,
+                symmetry_method, fmt)
+        return
+    _mp_systems(path, chemsys, material_ids, dataset, api_key, endpoint, retries, backoff,
+                symprecs, symmetry_method, fmt)
+
+
+def _mp_systems(path, chemsys, material_ids, dataset, api_key, endpoint, retries, backoff,
+                symprecs, symmetry_method, fmt) -> None:
+    """``ingest mp --chemsys/--material-id``: whole systems in one transaction."""
     from mliapdb.cli.ingest import refresh_model_hulls
     from mliapdb.materials.entries import load_entries
     from mliapdb.materials.ingest import check_dataset_name, ingest_parsed
     from mliapdb.materials.mp_api import fetch_entries, fetch_rows, subsystems
     from mliapdb.store import database as db
 
-    path = resolve_db(ctx, db_path)
     check_dataset_name(dataset)
     fetch = fetch_entries(
         api_key, chemsys=chemsys, material_ids=material_ids, endpoint=endpoint,
@@ -121,3 +154,77 @@ def mp(
           report.n_hull)],
         fmt,
     )
+
+
+def _mp_all(path, dataset, api_key, endpoint, page_size, retries, backoff, symprecs,
+            symmetry_method, fmt) -> None:
+    """``ingest mp --all``: page by page, resumable (:mod:`mliapdb.materials.mp_all`); a
+    database file this run created is removed again when no page was stored."""
+    import time
+    from pathlib import Path
+
+    from mliapdb.cli.ingest import refresh_model_hulls
+    from mliapdb.cli.progress import progress_line
+    from mliapdb.materials.ingest import check_dataset_name
+    from mliapdb.materials.mp_all import PageOptions, ingest_all, open_whole_mp
+    from mliapdb.store import database as db
+
+    check_dataset_name(dataset)
+    options = PageOptions(page_size=page_size, retries=retries, backoff=backoff)
+    start = time.monotonic()
+    stored: list[int] = []  # documents of each page this run stored
+
+    def on_page(page, report) -> None:
+        stored.append(page.n_docs)
+        todo = report.total - report.n_before
+        line = progress_line("mp-api:all", report.n_docs, todo, time.monotonic() - start)
+        status(
+            f"{line}: documents {page.skip}-{page.skip + page.n_docs - 1} of {page.total} "
+            f"stored ({len(page.entries)} entries, {len(page.skipped)} left out)"
+        )
+        for mid, why in page.skipped:
+            status(f"left out {mid}: {why}")
+
+    with open_whole_mp(api_key, endpoint, options) as api:
+        new_file = not Path(path).exists()
+        con = db.connect(path, create=True)
+        try:
+            report = ingest_all(con, api, dataset, symprecs, symmetry_method, on_page)
+            refresh_model_hulls(con)
+        except BaseException:
+            con.close()
+            if new_file and not stored:
+                for leftover in (Path(path), Path(f"{path}.wal")):
+                    leftover.unlink(missing_ok=True)
+            raise
+        con.close()
+    version = report.db_version or "unknown"
+    for source, mid, reason in report.rejected:
+        status(f"rejected by MP2020 compatibility: {source}: {mid}: {reason}")
+    if report.pages:
+        hull = f"DFT hull rebuilt ({report.n_hull} entries)" if report.n_hull is not None \
+            else "hull unchanged"
+        status(
+            f"{path}: fetched {report.n_docs} documents in {report.pages} pages from "
+            f"{api.endpoint} (MP database {version}) into dataset '{dataset}': "
+            f"{report.n_entries} entries ({report.n_skipped} left out), {report.n_new} new, "
+            f"{report.n_unchanged} unchanged, {len(report.rejected)} rejected by MP2020; "
+            f"{report.n_symmetry} symmetry analyses; {hull}; dataset '{dataset}' holds "
+            f"{report.n_stored} of {report.total} documents"
+        )
+    else:
+        status(
+            f"{path}: dataset '{dataset}' holds all {report.total} GGA/GGA+U documents of MP "
+            f"database {version} - nothing to fetch"
+            + (f"; DFT hull rebuilt ({report.n_hull} entries)" if report.n_hull is not None
+               else "")
+        )
+    emit(
+        ["dataset", "mp_db_version", "documents", "total", "pages", "entries", "left_out",
+         "new", "unchanged", "rejected", "symmetry_analyses", "hull_entries"],
+        [(dataset, report.db_version, report.n_stored, report.total, report.pages,
+          report.n_entries, report.n_skipped, report.n_new, report.n_unchanged,
+          len(report.rejected), report.n_symmetry, report.n_hull)],
+        fmt,
+    )
+

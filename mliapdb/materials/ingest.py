@@ -218,11 +218,14 @@ def ingest_parsed(
     method: str = "moyopy",
     progress: Progress = no_progress,
     extra_rows: Mapping[str, Sequence[dict]] | None = None,
+    rebuild_hull: bool = True,
 ) -> IngestReport:
     """Store validated entries (from :func:`mliapdb.materials.entries.load_entries`) with their
     symmetry
     and rebuild the dataset's DFT hull, in one transaction that also inserts ``extra_rows``
-    (table -> rows, e.g. the record of an MP API fetch). Conflicts raise before any write."""
+    (table -> rows, e.g. the record of an MP API fetch). Conflicts raise before any write.
+    ``rebuild_hull=False`` leaves the hull to the caller (``ingest mp --all`` stores page
+    after page and rebuilds it once, with :func:`rebuild_dft_hull`, at the end)."""
     from pymatgen.core import Structure
 
     check_dataset_name(dataset)
@@ -303,6 +306,6 @@ def ingest_parsed(
         insert_rows(con, "wyckoff_orbits", orbit_rows)
         for table, rows in (extra_rows or {}).items():
             insert_rows(con, table, rows)
-        if new:
+        if new and rebuild_hull:
             report.n_hull = rebuild_dft_hull(con, dataset)
     return report

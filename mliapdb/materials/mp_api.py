@@ -52,12 +52,15 @@ class ApiBounds:
 
     ``max_docs``: documents one query may claim (``meta.total_doc``): MP holds about 160,000
     materials, and the largest chemical systems with all their subsystems a few thousand;
+    ``max_all_docs``: documents the whole-MP query of ``ingest mp --all`` may claim (MP's
+    GGA/GGA+U thermo documents: about 154,000 in 2025);
     ``page_size``: documents asked per request (mp-api's chunk size, MP's ``max_limit``);
     ``max_answer_bytes``: bytes of one answer, decoded; ``answer_deadline_s``: seconds one
     answer may take to arrive in all; ``timeout_s``: seconds a connection or read may wait.
     """
 
     max_docs: int = 50_000
+    max_all_docs: int = 1_000_000
     page_size: int = 1000
     max_answer_bytes: int = 256 << 20
     answer_deadline_s: float = 300.0
@@ -65,6 +68,12 @@ class ApiBounds:
 
 
 DEFAULT_BOUNDS = ApiBounds()
+
+
+def entries_sha256(entries: list[dict]) -> str:
+    """sha256 of the canonical JSON of fetched entries (sorted keys, no spaces)."""
+    blob = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @dataclass
@@ -82,9 +91,8 @@ class ChemsysFetch:
 
     @property
     def sha256(self) -> str:
-        """sha256 of the canonical JSON of the entries (sorted keys, no spaces)."""
-        blob = json.dumps(self.entries, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
+        """:func:`entries_sha256` of the entries."""
+        return entries_sha256(self.entries)
 
 
 @dataclass
@@ -187,10 +195,19 @@ def _bounded_adapter(guard: _AnswerGuard, **kwargs):
 
 class _AnswerGuard:
     """Reads and checks every answer of one fetch (see the module's docstring); the paging
-    state of each query (its parameters but ``_skip``/``_limit``) lives here."""
+    state of each query (its parameters but ``_skip``/``_limit``) lives here.
 
-    def __init__(self, bounds: ApiBounds) -> None:
+    ``whole``: the guard of ``ingest mp --all``, whose one query may claim up to
+    ``max_all_docs`` documents and whose earlier pages are stored; ``seen``: the ids its
+    pages served before (a resumed run: a page repeating one is refused). ``cuts`` counts the
+    answers that broke off (cut connection, bad chunking, read timeout) before their end."""
+
+    def __init__(self, bounds: ApiBounds, whole: bool = False,
+                 seen: Iterable[str] = ()) -> None:
         self.bounds = bounds
+        self.whole = whole
+        self.seen = set(seen)
+        self.cuts = 0
         self.queries: dict[tuple, dict] = {}
 
     def read(self, response) -> None:
@@ -218,8 +235,10 @@ class _AnswerGuard:
                         f"{self.bounds.answer_deadline_s:g} s for one answer ({got} bytes so "
                         "far) - try again later, or check --endpoint")
         except ReadTimeoutError as exc:
+            self.cuts += 1
             raise requests.exceptions.ReadTimeout(str(exc), response=response) from exc
         except Urllib3Error as exc:  # cut connection, bad chunking, broken gzip
+            self.cuts += 1
             raise requests.exceptions.ConnectionError(str(exc), response=response) from exc
         finally:
             response.raw.release_conn()
@@ -303,16 +322,22 @@ class _AnswerGuard:
         key = (where, tuple(sorted(params.items())))
         state = self.queries.get(key)
         if state is None:
-            if total > self.bounds.max_docs:
+            if self.whole and total > self.bounds.max_all_docs:
+                raise MliapdbError(
+                    f"the Materials Project API at {where} claims {total} GGA/GGA+U documents, "
+                    f"more than the {self.bounds.max_all_docs} MP could hold (it holds about "
+                    "160,000 materials) - refused; check --endpoint")
+            if not self.whole and total > self.bounds.max_docs:
                 raise MliapdbError(
                     f"the Materials Project API at {where} claims {total} documents for one "
                     f"query, more than the {self.bounds.max_docs} any chemical system can "
                     "match (MP holds about 160,000 materials) - refused; check --endpoint")
             state = self.queries[key] = {"total": total, "limit": max(limit, 1),
-                                         "requests": 0, "seen": set()}
+                                         "requests": 0, "seen": set(self.seen)}
         state["requests"] += 1
         lie = f"the Materials Project API at {where} pages inconsistently: "
-        fix = " - refused, nothing written; try again later, or check --endpoint"
+        fix = (" - refused; the pages before it are stored" if self.whole else
+               " - refused, nothing written") + "; try again later, or check --endpoint"
         if total != state["total"]:
             raise MliapdbError(f"{lie}it claimed {state['total']} documents, then {total}{fix}")
         if state["requests"] > math.ceil(state["total"] / state["limit"]) + 1:
@@ -554,24 +579,9 @@ def _chemsys_of_ids(mpr, material_ids: Sequence[str]) -> list[str]:
     return [found[norm] for norm in wanted]
 
 
-def fetch_entries(
-    api_key: str | None,
-    chemsys: Sequence[str] = (),
-    material_ids: Sequence[str] = (),
-    endpoint: str = MP_API_ENDPOINT,
-    retries: int = 5,
-    backoff: float = 0.5,
-    progress: Progress = no_progress,
-    bounds: ApiBounds | None = None,
-) -> MpFetch:
-    """GGA/GGA+U entries of each requested system (``--chemsys``) and of the systems of the
-    requested materials, each with all its subsystems; one-line errors on any failure, every
-    answer bounded and checked (``bounds``, default :data:`DEFAULT_BOUNDS`)."""
-    if not chemsys and not material_ids:
-        raise MliapdbError("nothing to fetch - pass --chemsys SYSTEM or --material-id ID")
-    if retries < 0 or backoff < 0:
-        raise MliapdbError("--retries and --backoff must not be negative")
-    systems = [normalize_chemsys(c) for c in chemsys]
+def check_key(api_key: str | None) -> None:
+    """Refuse a missing or malformed API key, and a missing ``mp-api`` client, before any
+    request."""
     if not api_key:
         raise MliapdbError(
             f"no Materials Project API key - set MP_API_KEY or pass --api-key KEY (your key "
@@ -589,6 +599,27 @@ def fetch_entries(
             f"the Materials Project API client is not installed ({exc}) - pip install "
             "'mliapdb[mp]'"
         ) from exc
+
+
+def fetch_entries(
+    api_key: str | None,
+    chemsys: Sequence[str] = (),
+    material_ids: Sequence[str] = (),
+    endpoint: str = MP_API_ENDPOINT,
+    retries: int = 5,
+    backoff: float = 0.5,
+    progress: Progress = no_progress,
+    bounds: ApiBounds | None = None,
+) -> MpFetch:
+    """GGA/GGA+U entries of each requested system (``--chemsys``) and of the systems of the
+    requested materials, each with all its subsystems; one-line errors on any failure, every
+    answer bounded and checked (``bounds``, default :data:`DEFAULT_BOUNDS`)."""
+    if not chemsys and not material_ids:
+        raise MliapdbError("nothing to fetch - pass --chemsys SYSTEM, --material-id ID or --all")
+    if retries < 0 or backoff < 0:
+        raise MliapdbError("--retries and --backoff must not be negative")
+    systems = [normalize_chemsys(c) for c in chemsys]
+    check_key(api_key)
     endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
     statuses: list[int] = []
     with warnings.catch_warnings():
@@ -618,11 +649,13 @@ def fetch_entries(
 
 
 def check_snapshot(con: duckdb.DuckDBPyConnection, dataset: str, db_version: str | None) -> None:
-    """Refuse to add a fetch of another MP database version to a dataset (one snapshot each)."""
+    """Refuse to add a fetch of another MP database version to a dataset (one snapshot each):
+    the versions of its chemical-system fetches and of its ``--all`` pages."""
     stored = {
         v for (v,) in con.execute(
-            "SELECT DISTINCT db_version FROM mp_api_fetches WHERE dataset = ? "
-            "AND db_version IS NOT NULL", [dataset]
+            "SELECT db_version FROM mp_api_fetches WHERE dataset = ? AND db_version IS NOT NULL "
+            "UNION SELECT db_version FROM mp_api_pages WHERE dataset = ? "
+            "AND db_version IS NOT NULL", [dataset, dataset]
         ).fetchall()
     }
     other = sorted(stored - {db_version}) if db_version else []

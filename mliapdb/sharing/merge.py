@@ -17,8 +17,8 @@ from mliapdb.errors import MliapdbError
 from mliapdb.store import schema, upgrade
 
 SOURCE_TABLES = (  # unioned on their primary key, in this order
-    "source_files", "mp_api_fetches", "mp_materials", "dft_entries", "symmetry_analyses",
-    "wyckoff_orbits", "models", "calculations",
+    "source_files", "mp_api_fetches", "mp_api_pages", "mp_materials", "dft_entries",
+    "symmetry_analyses", "wyckoff_orbits", "models", "calculations",
 )
 STATIC_TABLES = ("schema_migrations", "space_groups")  # written by the migrations
 SETTINGS_TABLE = "db_settings"  # first input's value wins; differences are reported

@@ -36,6 +36,27 @@ class MpApiFetch(SQLModel, table=True):
     fetched_at: datetime
 
 
+class MpApiPage(SQLModel, table=True):
+    """One committed page of ``ingest mp --all`` (documents ``page_skip`` to ``page_skip +
+    n_docs - 1`` of the ``total_doc`` the whole-MP query claimed) in a dataset."""
+
+    __tablename__ = "mp_api_pages"
+    dataset: str = Field(primary_key=True)
+    page_skip: int = Field(primary_key=True)  # _skip of the page's request
+    page_limit: int  # _limit of the page's request
+    n_docs: int  # documents served (n_entries + n_skipped)
+    total_doc: int  # documents the query claimed (meta.total_doc)
+    n_entries: int
+    n_skipped: int  # documents left out: no structure, or not GGA/GGA+U
+    sha256: str  # of the canonical JSON of the page's entries (its source_files row)
+    material_ids: str  # JSON list of the served document ids, in order
+    db_version: str | None = None  # MP database version the API served (its /heartbeat)
+    endpoint: str
+    thermo_type: str
+    client: str
+    fetched_at: datetime
+
+
 class MpMaterial(SQLModel, table=True):
     """A Materials Project material of a dataset, with its DFT-relaxed structure."""
 
