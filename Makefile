@@ -10,7 +10,7 @@ MACE_VENV ?= .venv-mace
 MACE_BIN := $(MACE_VENV)/bin
 
 .PHONY: install install-mace chromium demo test lint bench bench-hull bench-relax bench-overhead \
-	bench-batched bench-stats bench-open bench-mp-all docs docs-check study clean
+	bench-batched bench-stats bench-open bench-mp-all bench-ingest docs docs-check study clean
 
 install: $(VENV)/.installed
 
@@ -85,6 +85,15 @@ bench-open: install
 # ingest mp --all against mp-api's whole search, on synthetic documents from a local server.
 bench-mp-all: install
 	$(BIN)/python bench/bench_mp_all.py --data $(DATA) --n 5000 20000
+
+# ingest entries at MP scale: a synthetic MP dump of INGEST_N entries (built once from the
+# shared real entries into bench/.synthetic/, ~1 min per 100k) against the bare library
+# calls on the same entries and the previous in-memory path (~15 min at 150k on 2 cores;
+# INGEST_N=300000 for the 300k run).
+INGEST_N ?= 150000
+INGEST_ARGS ?=
+bench-ingest: install
+	$(BIN)/python bench/bench_ingest.py --data $(DATA) --n $(INGEST_N) $(INGEST_ARGS)
 
 # Synthetic MP-scale database (150,000 materials x 9 models), generated once (~4 min) into a
 # gitignored folder; then every statistics query of the CLI is timed on it (~16 min on 2

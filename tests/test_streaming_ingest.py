@@ -140,3 +140,17 @@ def test_a_file_already_ingested_is_not_read(mp_dir: Path, tmp_path: Path) -> No
             "'mp': 90 new" in result.stderr)
     result = run("--db", path, "ingest", "entries", f)
     assert "read 0 entries from 1 file(s) (1 already ingested, not read again)" in result.stderr
+
+
+def test_a_staging_file_with_code_is_refused(mp_dir: Path, tmp_path: Path) -> None:
+    """The staging file beside a database holds rows only; one holding a view (not written
+    by mliapdb) is refused with one line, and nothing is created."""
+    path = tmp_path / "db.duckdb"
+    with duckdb.connect(str(staging_path(path))) as con:
+        con.execute("CREATE VIEW v AS SELECT 1")
+    result = run("--db", path, "ingest", "entries", mp_dir / "Mn_O_entries.json.gz")
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {staging_path(path)}: the staging file of an interrupted "
+                             "ingest holds views or macros, which mliapdb never writes - delete "
+                             "it and rerun the ingest\n")
+    assert not path.exists()
