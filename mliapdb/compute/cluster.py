@@ -45,6 +45,7 @@ from mliapdb.compute.calculations import (
 from mliapdb.errors import MliapdbError
 from mliapdb.progress import Progress, no_progress
 from mliapdb.store.database import transaction
+from mliapdb.store.generations import bump_calculations
 from mliapdb.store.tables import Calculation
 
 if TYPE_CHECKING:
@@ -523,6 +524,7 @@ class PartMerger:
             self.con.execute(
                 f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM _mliapdb_part"
             ).fetchall()
+            bump_calculations(self.con, part)
         path.unlink(missing_ok=True)
         counts: dict[str, int] = {}
         for value in part.column("status").to_pylist():
