@@ -132,7 +132,10 @@ def _build(con: duckdb.DuckDBPyConnection, p: Plan, fingerprint: str | None,
         _mliapdb_ids = pa.table({"material_id": pa.array(sorted(affected), pa.string())})  # noqa: F841
         con.execute(f"DELETE FROM ehull_error_rows WHERE build_id = {int(build_id)} AND "
                     "material_id IN (SELECT material_id FROM _mliapdb_ids)").fetchall()
-        only = " AND material_id IN (SELECT material_id FROM _mliapdb_ids)"
+        # a constant list: DuckDB pushes it into the view's scans (2-3x faster than a
+        # semi join on the Arrow table, measured at 150k x 9)
+        listed = ", ".join("'" + m.replace("'", "''") + "'" for m in sorted(affected))
+        only = f" AND material_id IN ({listed})"
     # ordered by convention, then material: a filter on the convention skips row groups
     con.execute(
         f"INSERT INTO ehull_error_rows BY NAME SELECT *, {int(build_id)} AS build_id "
@@ -142,13 +145,12 @@ def _build(con: duckdb.DuckDBPyConnection, p: Plan, fingerprint: str | None,
     ).fetchall()
     (n_rows,) = con.execute(f"SELECT count(*) FROM ehull_error_rows WHERE build_id = "
                             f"{int(build_id)}").fetchone()
-    # built on a stale model hull (its rows missing): never fresh, rebuilt whole next time
-    fresh = bool(hull_fresh)
+    # built on a stale model hull: no model-hull rows; stale once the hull is built
     record = {
         "fingerprint": fingerprint, "n_rows": int(n_rows), "built_at": now(),
-        "duckdb_version": duckdb_version(con),
-        "dft_generation": p.dft_generation if fresh else None,
-        "calc_generation": p.calc_generation if fresh else None, "settings": settings,
+        "duckdb_version": duckdb_version(con), "dft_generation": p.dft_generation,
+        "calc_generation": p.calc_generation, "settings": settings,
+        "on_fresh_hull": bool(hull_fresh),
     }
     if affected is None:
         insert_rows(con, "ehull_error_builds", [{

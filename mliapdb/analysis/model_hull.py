@@ -349,6 +349,8 @@ def _build(con: duckdb.DuckDBPyConnection, p: Plan, fingerprint: str | None,
         energies = [r[2] for r in hull_rows]
         own = compute_hull(comps, energies)
         for i, r in enumerate(model_rows):
+            if affected is not None and r[0] not in affected:
+                continue  # an input only: its row is unchanged
             rows.append(_row(key, "model", r[0], energies[i], own, i,
                              complete(r[0], missing_all), complete(r[0], unfilled_all)))
         # DFT elemental references: compounds' model energies + DFT elemental entries
@@ -363,13 +365,14 @@ def _build(con: duckdb.DuckDBPyConnection, p: Plan, fingerprint: str | None,
                 if i >= len(model_rows):
                     break  # fill-ins come last
                 r = model_rows[i]
+                if affected is not None and r[0] not in affected:
+                    continue
                 rows.append(_row(key, "dft", r[0], energies[i], mixed, k,
                                  complete(r[0], missing_compounds),
                                  complete(r[0], unfilled_compounds)))
     if affected is None:
         _delete(con, key)
     else:
-        rows = [r for r in rows if r["material_id"] in affected]
         _mliapdb_ids = _ids_table(affected)  # noqa: F841
         con.execute(f"DELETE FROM model_hull WHERE {where} AND material_id IN "
                     "(SELECT material_id FROM _mliapdb_ids)", params).fetchall()

@@ -50,7 +50,9 @@ def verify_derived(con: duckdb.DuckDBPyConnection) -> Verified:
         differ = [d for d in datasets if verify_dft_hull(con, d)]
         for dataset in differ:
             bump(con, Scope(dataset))
-        hulls = stale_keys_by_hash(con)[0]
+        hulls, gone = stale_keys_by_hash(con)
+        for key in {*gone, *stale_error_keys(con)[1]}:  # built, their inputs deleted
+            bump(con, Scope(*vars(key).values()))
         for key, _ in hulls:
             con.execute("UPDATE model_hull_builds SET calc_generation = NULL WHERE dataset = ? "
                         "AND model = ? AND settings_hash = ? AND calc_kind = ?",
@@ -60,4 +62,4 @@ def verify_derived(con: duckdb.DuckDBPyConnection) -> Verified:
             con.execute("UPDATE ehull_error_builds SET calc_generation = NULL WHERE "
                         "dataset = ? AND model = ? AND settings_hash = ? AND calc_kind = ?",
                         list(vars(key).values())).fetchall()
-    return Verified(differ, len(hulls), len(rows), len(unmarked))
+    return Verified(differ, len(hulls) + len(gone), len(rows), len(unmarked))

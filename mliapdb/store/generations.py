@@ -181,7 +181,7 @@ def adopt_builds(con: duckdb.DuckDBPyConnection) -> None:
             "AND b.fingerprint = i.fingerprint AND b.duckdb_version = version()").fetchall()
         con.execute(
             "UPDATE ehull_error_builds AS b SET dft_generation = s.dft_generation, "
-            "calc_generation = s.calc_generation, settings = s.settings "
+            "calc_generation = s.calc_generation, settings = s.settings, on_fresh_hull = TRUE "
             "FROM stg_error_row_status AS s, stg_error_row_inputs AS i "
             "WHERE s.dataset = b.dataset AND s.model = b.model "
             "AND s.settings_hash = b.settings_hash AND s.calc_kind = b.calc_kind AND s.hull_fresh "

@@ -239,6 +239,7 @@ class EhullErrorBuild(SQLModel, table=True):
     dft_generation: int | None = None  # generations built from (NULL: unknown or not fresh)
     calc_generation: int | None = None
     settings: str | None = None  # statistics settings built with (db_settings)
+    on_fresh_hull: bool | None = None  # its model hull was fresh (its rows included)
 
 
 class GenerationRow(SQLModel, table=True):

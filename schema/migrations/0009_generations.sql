@@ -40,6 +40,7 @@ ALTER TABLE model_hull_builds ADD COLUMN model_signature VARCHAR;
 ALTER TABLE ehull_error_builds ADD COLUMN dft_generation BIGINT;
 ALTER TABLE ehull_error_builds ADD COLUMN calc_generation BIGINT;
 ALTER TABLE ehull_error_builds ADD COLUMN settings VARCHAR;
+ALTER TABLE ehull_error_builds ADD COLUMN on_fresh_hull BOOLEAN;
 
 CREATE TABLE model_hull_new (
     dataset VARCHAR NOT NULL,

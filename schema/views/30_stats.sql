@@ -132,8 +132,9 @@ LEFT JOIN model_hull_builds AS b
     AND b.calc_kind = i.calc_kind;
 
 -- Each calculation set's stored error-row build and whether it is fresh: built from the
--- current generations, on a fresh model hull, with the current statistics settings
--- (db_settings near_hull_threshold and dof_bins, compared as text: a tiny table).
+-- current generations, with the current statistics settings (db_settings
+-- near_hull_threshold and dof_bins, compared as text: a tiny table), on a model hull that was
+-- fresh as it is now (built without one: no model-hull rows, until the hull is built).
 -- same_inputs: the stored build's settings are the current ones and its model hull is fresh
 -- (a refresh may then store only the rows of the chemical systems changed since).
 CREATE OR REPLACE VIEW stg_error_row_status AS
@@ -153,9 +154,10 @@ SELECT
     b.build_id,
     h.fresh AS hull_fresh,
     s.settings,
-    coalesce(h.fresh AND b.settings = s.settings, FALSE) AS same_inputs,
-    coalesce(h.fresh AND b.settings = s.settings AND b.dft_generation = h.dft_generation
-        AND b.calc_generation = h.calc_generation, FALSE) AS fresh
+    coalesce(h.fresh AND b.on_fresh_hull AND b.settings = s.settings, FALSE) AS same_inputs,
+    coalesce(b.on_fresh_hull = h.fresh AND b.settings = s.settings
+        AND b.dft_generation = h.dft_generation AND b.calc_generation = h.calc_generation,
+        FALSE) AS fresh
 FROM stg_model_hull_status AS h
 CROSS JOIN settings AS s
 LEFT JOIN ehull_error_builds AS b
