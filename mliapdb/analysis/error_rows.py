@@ -3,14 +3,15 @@ calculation x hull convention x symmetry analysis, with its DOF, bins and errors
 written to ``ehull_error_rows`` per (dataset, model, settings hash, calculation kind), so that
 the statistics views aggregate one table instead of re-joining eight.
 
-Each build records the fingerprint of its inputs (``stg_error_row_inputs``: the model hull's
-inputs, the calculations' symmetry columns, the dataset's materials, DFT hull and symmetry
-analyses, the statistics settings and the model-hull build). ``ehull_errors_all`` serves a
-build's rows only while that fingerprint matches, so stored rows are never served stale: the
-rows of a stale build are left out until :func:`rebuild_error_rows` stores them again (every
-ingest does at its end; ``mliapdb ingest hulls`` on demand). A view that computed stale builds
-live instead would cost the live computation on every query, stale or not: DuckDB evaluates
-both sides of the ``UNION ALL`` (measured in ``docs/benchmarks.md``).
+Each build records the generation markers it was built from, the statistics settings and
+whether its model hull was fresh (``stg_error_row_status``). ``ehull_errors_all`` serves a
+build's rows only while those are current, so stored rows are never served stale: the rows
+of a stale build are left out until :func:`rebuild_error_rows` stores them again (every
+ingest does at its end; ``mliapdb ingest hulls`` on demand), only those of the materials the
+changed chemical systems reach where the markers say which. The hash fingerprint of its
+inputs (``stg_error_row_inputs``) is stored for ``ingest hulls --verify``. A view that
+computed stale builds live instead would cost the live computation on every query, stale or
+not: DuckDB evaluates both sides of the ``UNION ALL`` (measured in ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations

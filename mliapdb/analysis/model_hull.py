@@ -24,12 +24,13 @@ statistics count those rows too when the database setting ``model_hull_coverage`
 ``filled``). A strictly complete material has no fill-in in its system, so its values are the
 same with or without them.
 
-Each build stores the fingerprint of its inputs (``stg_model_hull_inputs``: count and an
-order-free hash of the calculations' energy columns, the model's energy convention and the
-dataset's DFT entries). The views serve a
-build only while the fingerprint matches, so a hull is never served stale;
-:func:`rebuild_model_hulls` rebuilds the stale ones (``mliapdb ingest`` does at the end of
-every run; ``mliapdb ingest hulls`` on demand).
+Each build records the generation markers it was built from (:mod:`mliapdb.store.generations`)
+and the model's signature; the views serve a build only while they are the current ones
+(``stg_model_hull_status``), so a hull is never served stale. :func:`rebuild_model_hulls`
+rebuilds the stale ones (``mliapdb ingest`` does at the end of every run; ``mliapdb ingest
+hulls`` on demand), only for the materials the changed chemical systems reach
+(:mod:`mliapdb.materials.chemsys`) where the markers say which. Each build also stores the
+hash fingerprint of its inputs (``stg_model_hull_inputs``) for ``ingest hulls --verify``.
 """
 
 from __future__ import annotations
