@@ -10,7 +10,7 @@ MACE_VENV ?= .venv-mace
 MACE_BIN := $(MACE_VENV)/bin
 
 .PHONY: install install-mace chromium demo test lint bench bench-hull bench-relax bench-overhead \
-	bench-batched bench-stats bench-open bench-mp-all bench-ingest docs docs-check study clean
+	bench-batched bench-stats bench-open bench-mp-all bench-ingest bench-scale docs docs-check study clean
 
 install: $(VENV)/.installed
 
@@ -106,6 +106,12 @@ $(STATS_DB): bench/synthetic_db.py
 
 bench-stats: install $(STATS_DB)
 	$(BIN)/python bench/bench_stats.py --db $(STATS_DB) $(STATS_ARGS)
+
+# Incremental refresh and generation markers at MP scale, on the same database: adding 100
+# entries / 1,000 results of one model vs full rebuilds, every query with the generation check
+# vs the hash check, bytes of a remote query (~10 min on 2 cores).
+bench-scale: install $(STATS_DB)
+	$(BIN)/python bench/bench_scale.py --db $(STATS_DB)
 
 # On a GPU: make bench-batched BATCHED_ARGS="--device cuda --n 1489 --max-atoms 12000 --ase-n 200"
 BATCHED_ARGS ?= --n 60

@@ -18,7 +18,7 @@ holding, in dataset ``mp``:
   MP (P2_1/c, P-1, Fm-3m, Pnma, C2/m, P1, R-3m, ...; high symmetry for small cells), crystal
   system, symbol and point group from ``space_groups``, ``lattice_dof`` from the crystal
   family, a heavy-tailed ``wyckoff_dof`` (more free coordinates for big, low-symmetry cells).
-- ``dft_hull``: computed by :func:`mliapdb.materials.ingest.rebuild_dft_hull`
+- ``dft_hull``: computed by :func:`mliapdb.materials.dft_hull.rebuild_dft_hull`
   (``mliapdb.materials.hull``).
 - ``models``: ``n_models`` rows, energy conventions alternating ``raw`` / ``mp2020_corrected``.
 - ``calculations``: one ``relax`` row per material and model (status ``ok`` about 97 %,
@@ -404,6 +404,14 @@ def _build_model_hulls(con) -> int | None:
         from mliapdb.analysis.model_hull import rebuild_model_hulls
     except ImportError:
         return None
+    try:  # the rows above were written through Arrow: give them generation markers
+        from mliapdb.store.generations import bump_all
+    except ImportError:
+        pass
+    else:
+        con.execute("BEGIN")
+        bump_all(con)
+        con.execute("COMMIT")
     n = len(rebuild_model_hulls(con))
     try:
         from mliapdb.analysis.error_rows import rebuild_error_rows
@@ -454,7 +462,7 @@ def generate(
         log: called with progress lines (``None`` for silence).
     """
     from mliapdb.compute.relaxation import RelaxSettings
-    from mliapdb.materials.ingest import rebuild_dft_hull
+    from mliapdb.materials.dft_hull import rebuild_dft_hull
     from mliapdb.store.database import connect, now, transaction
 
     log = log or (lambda *_: None)

@@ -15,11 +15,13 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
+from mliapdb.analysis.derived import refresh_derived
 from mliapdb.analysis.error_rows import rebuild_error_rows
 from mliapdb.analysis.model_hull import FAR_ABOVE_HULL, rebuild_model_hulls
 from mliapdb.cli.main import cli
 from mliapdb.store import database as db
 from mliapdb.store.database import insert_rows, now
+from mliapdb.store.generations import Scope, bump, bump_calculations
 from mliapdb.store.tables import Calculation, ModelRow
 
 MODEL = "model-a"
@@ -164,9 +166,11 @@ def test_stale_hull_is_never_served(db_path: Path, tmp_path: Path) -> None:
     with db.connect(path) as con:
         before = con.execute(sql, [MODEL]).fetchone()[0]
         assert before > 0
+        # a write by hand, with the generation marker a writer of another client bumps
         con.execute("UPDATE calculations SET energy_relaxed = energy_relaxed - 0.5 "
                     "WHERE model = ? AND material_id = (SELECT min(material_id) FROM "
                     "calculations)", [MODEL]).fetchall()
+        bump(con, Scope("mp", MODEL, "s1", "relax"))
         assert con.execute(sql, [MODEL]).fetchone()[0] == 0  # stale: nothing served
         # the stored error rows of every convention are stale too; the live view has them
         assert con.execute(sql.replace("model-hull", "dft-hull"), [MODEL]).fetchone()[0] == 0
@@ -184,6 +188,40 @@ def test_stale_hull_is_never_served(db_path: Path, tmp_path: Path) -> None:
     assert "1 model hull(s) and 1 error-row build(s) rebuilt" in result.stderr
     with db.connect(path, read_only=True) as con:
         assert con.execute(sql, [MODEL]).fetchone()[0] == before
+
+
+def test_writes_of_other_clients_are_found_by_verify(db_path: Path, tmp_path: Path) -> None:
+    """A write through another DuckDB client bumps no marker: 'ingest hulls --verify'
+    compares the inputs by hash and rebuilds what differs, then the stored rows equal the
+    live ones again (and the DFT hull its entries)."""
+    import shutil
+
+    path = tmp_path / "foreign.duckdb"
+    shutil.copy(db_path, path)
+    with duckdb.connect(str(path)) as con:  # another client: no mliapdb code runs
+        con.execute("UPDATE calculations SET energy_relaxed = energy_relaxed - 0.5 "
+                    "WHERE model = 'model-b' AND material_id = (SELECT min(material_id) FROM "
+                    "calculations)")
+        con.execute("UPDATE dft_hull SET e_above_hull = e_above_hull + 1 "
+                    "WHERE material_id = (SELECT min(material_id) FROM dft_hull)")
+    result = run("--db", path, "ingest", "hulls")
+    assert result.stderr.splitlines()[-1].endswith("all model hulls and error rows are up to "
+                                                   "date")
+    result = run("--db", path, "ingest", "hulls", "--verify")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == f"{path}: DFT hull of dataset mp differed from its " \
+        "entries, rebuilt"
+    # the DFT hull changed: every model hull and error-row build of the dataset is rebuilt
+    assert result.stderr.splitlines()[-1] == f"{path}: 2 model hull(s) and 2 error-row " \
+        "build(s) rebuilt"
+    with db.connect(path, read_only=True) as con:
+        assert _all_rows(con) == _all_rows(con, view="stg_ehull_errors_live")
+        hull = con.execute("SELECT material_id, e_above_hull FROM dft_hull ORDER BY 1").fetchall()
+    with db.connect(db_path, read_only=True) as con:
+        assert hull == con.execute(
+            "SELECT material_id, e_above_hull FROM dft_hull ORDER BY 1").fetchall()
+    result = run("--db", path, "ingest", "hulls", "--verify")
+    assert result.stderr.splitlines() == [f"{path}: all model hulls and error rows are up to date"]
 
 
 def _all_rows(con, where: str = "TRUE", params: list | None = None, view: str = "ehull_errors_all"):
@@ -208,19 +246,18 @@ def test_stored_error_rows_equal_live_and_are_never_served_stale(db_path: Path,
     with db.connect(path) as con:
         # model-b's inputs change: its stored rows are left out, model-a's still served
         con.execute("UPDATE calculations SET rmsd = 0.5 WHERE model = 'model-b'").fetchall()
+        bump_calculations(con, con.execute(
+            "SELECT * FROM calculations WHERE model = 'model-b'").to_arrow_table())
         assert n_stale(con) == 1
         assert _all_rows(con, "model = 'model-b'") == []
         assert _all_rows(con, "model = 'model-a'") == [
             r for r in live if dict(r)["model"] == "model-a"]
-        # a stored build of another DuckDB release (other hash()) is served as stored
-        con.execute("UPDATE ehull_error_builds SET duckdb_version = 'v0.0.1' "
-                    "WHERE model = 'model-b'").fetchall()
-        assert {dict(r)["rmsd"] for r in _all_rows(con, "model = 'model-b'")} == {0.01}
-        con.execute("UPDATE ehull_error_builds SET duckdb_version = version()").fetchall()
-        # a settings change (DOF bins) makes every build stale
+        # a settings change (DOF bins; db_settings is compared as it is) makes every build
+        # stale
         con.execute("UPDATE db_settings SET value = '1,10' WHERE key = 'dof_bins'").fetchall()
         assert n_stale(con) == 2 and _all_rows(con) == []
-        rebuild_error_rows(con)
+        # model-b's marker moved: its model hull first, then every error-row build
+        refresh_derived(con)
         assert n_stale(con) == 0
         rows = _all_rows(con)
         assert rows == _all_rows(con, view="stg_ehull_errors_live")
@@ -263,12 +300,13 @@ def test_fill_ins_complete_systems_with_single_points(db_path: Path, tmp_path: P
         # unless DFT puts the entry at least FAR_ABOVE_HULL above the hull
         con.execute("UPDATE calculations SET energy_single_point = NULL "
                     "WHERE model = 'model-b' AND status = 'failed'").fetchall()
+        bump(con, Scope("mp", "model-b", "s1", "relax"))  # a write by hand: its marker
         built = "SELECT n_filled, n_complete_filled FROM model_hull_builds WHERE model = 'model-b'"
         rebuild_model_hulls(con)
         assert con.execute(built).fetchone() == (0, build[1])  # MnO: 80 meV/atom above
         con.execute("UPDATE dft_hull SET e_above_hull = ? WHERE material_id = ?",
                     [FAR_ABOVE_HULL, FAILED]).fetchall()
-        con.execute("DELETE FROM model_hull_builds WHERE model = 'model-b'").fetchall()
+        bump(con, Scope("mp"), ["Mn-O"])
         rebuild_model_hulls(con)
         assert con.execute(built).fetchone() == (0, n)
     result = run("--db", db_path, "query", "ehull-mae", "--by", "model", "--model", "model-b",

@@ -16,6 +16,7 @@ import pytest
 from trust import assert_one_line_error, run, unchanged
 
 from mliapdb.store.database import insert_rows, now
+from mliapdb.store.generations import bump_calculations
 from mliapdb.store.tables import Calculation
 
 SP = "--kind", "single-point"
@@ -298,6 +299,10 @@ def test_interrupted_relaxation_points_at_ingest_hulls(db: Path, settings: str,
     with duckdb.connect(str(path)) as con:
         con.execute("UPDATE calculations SET energy_single_point = energy_single_point - 0.1 "
                     "WHERE material_id = (SELECT min(material_id) FROM calculations)")
+        # with its generation marker, as each commit of 'ingest relax' writes it
+        bump_calculations(con, con.execute(
+            "SELECT * FROM calculations WHERE material_id = (SELECT min(material_id) FROM "
+            "calculations)").to_arrow_table())
         # and a relaxation that failed before the run was killed
         ds, mid, n = con.execute("SELECT dataset, material_id, n_atoms FROM calculations "
                                  "ORDER BY material_id LIMIT 1").fetchone()

@@ -123,15 +123,20 @@ def refresh_model_hulls(con) -> None:
 
 @ingest.command("hulls")
 @db_option
+@click.option("--verify", is_flag=True,
+              help="First compare every derived table with its inputs by hash and rebuild "
+              "what differs (after writing to the file with another DuckDB client).")
 @click.pass_context
-def hulls(ctx, db_path) -> None:
+def hulls(ctx, db_path, verify) -> None:
     """Rebuild the model hulls (model-hull conventions) and the stored error rows whose
     inputs changed.
 
     'ingest entries' and 'ingest relax' do this at the end of every run; run it after an
-    interrupted 'ingest relax' or after changing calculations by hand. The views never serve
-    stale data: the rows of a stale model hull or of stale error rows are left out of every
-    view and query (the queries say how many) until this command stores them again.
+    interrupted 'ingest relax'. The views never serve stale data: the rows of a stale model
+    hull or of stale error rows are left out of every view and query (the queries say how
+    many) until this command stores them again. Every mliapdb write records a generation
+    marker that the views compare; a write through another DuckDB client (SQL by hand)
+    records none: run this command with --verify after it.
     """
     from mliapdb.analysis.error_rows import n_stale as n_stale_rows
     from mliapdb.analysis.model_hull import n_stale
@@ -140,6 +145,13 @@ def hulls(ctx, db_path) -> None:
     path = resolve_db(ctx, db_path)
     con = db.connect(path)
     try:
+        if verify:
+            from mliapdb.analysis.verify import verify_derived
+
+            found = verify_derived(con)
+            for dataset in found.dft_hulls:
+                status(f"{path}: DFT hull of dataset {dataset} differed from its entries, "
+                       "rebuilt")
         hulls_before, rows_before = n_stale(con), n_stale_rows(con)
         refresh_model_hulls(con)
     finally:

@@ -569,8 +569,11 @@ def _run(holder, spec, todo, device, identity, settings, report, progress, on_re
 def replace_calculations(con, rows) -> int:
     """Write ``calculations`` rows (dicts from :func:`calculation_row`, or an Arrow table of
     some of its columns) in one transaction, replacing stored rows of the same primary key
-    (dataset, material id, model, settings hash); returns how many."""
+    (dataset, material id, model, settings hash) and bumping their generation markers;
+    returns how many."""
     import pyarrow as pa
+
+    from mliapdb.store.generations import bump_calculations
 
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
     if table.num_rows == 0:
@@ -584,6 +587,7 @@ def replace_calculations(con, rows) -> int:
                     ).fetchall()
         con.execute(f"INSERT INTO calculations ({cols}) SELECT {cols} FROM _mliapdb_rows"
                     ).fetchall()
+        bump_calculations(con, table)
     return table.num_rows
 
 

@@ -139,7 +139,7 @@ def compute_hull(
     valid = finite & referenced
 
     e_ref = np.full(n, np.nan)
-    e_ref[referenced] = fracs[:n][referenced] @ np.where(has_ref, mu, 0.0)
+    e_ref[referenced] = _row_sums(fracs[:n] * np.where(has_ref, mu, 0.0))[referenced]
     e_form = np.where(valid, energies - e_ref, np.nan)
     e_hull = np.full(n, np.nan)
 
@@ -228,8 +228,17 @@ def _atomic_fractions(compositions: Sequence[Mapping[str, float]]) -> tuple[np.n
             if not (a > 0 and math.isfinite(a)):
                 raise ValueError(f"composition {i} has an invalid amount {a!r} for {el}")
             fracs[i, index[el]] += a
-    fracs[:-1] /= fracs[:-1].sum(axis=1, keepdims=True)
+    fracs[:-1] /= _row_sums(fracs[:-1])[:, None]
     return fracs, symbols
+
+
+def _row_sums(values: np.ndarray) -> np.ndarray:
+    """Sums of each row's non-zero values, added in column order one after the other: the
+    same floating-point result whatever other columns (elements) the array has, so that the
+    hull of a subset of the entries closed under subsystems equals, bit for bit, what the
+    whole set gives for them (incremental rebuilds, :mod:`mliapdb.materials.chemsys`)."""
+    rows, cols = np.nonzero(values)
+    return np.bincount(rows, weights=values[rows, cols], minlength=values.shape[0])
 
 
 def _hull_energy(cand_x: np.ndarray, cand_e: np.ndarray, query_x: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Ingest MP entries: validate every file first, analyse symmetry, then write everything and
-rebuild the dataset's DFT hull in ONE transaction (a failure leaves the database as it was)."""
+"""Ingest MP entries: validate every file first, analyse symmetry, then write everything,
+update the dataset's DFT hull (the touched chemical systems and their supersystems) and bump
+its generation marker in ONE transaction (a failure leaves the database as it was)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from sqlmodel import SQLModel
 
 from mliapdb.config import DEFAULT_SYMPREC, SYMPREC_RANGE
 from mliapdb.errors import MliapdbError
+from mliapdb.materials.dft_hull import rebuild_dft_hull, update_dft_hull  # noqa: F401 (moved)
 from mliapdb.materials.entries import ParsedEntry, load_entry_files
 from mliapdb.progress import Progress, no_progress
 from mliapdb.store.database import insert_rows, now, transaction
+from mliapdb.store.generations import Scope, bump
 from mliapdb.store.tables import (
     DftEntry,
-    DftHullRow,
     MpMaterial,
     SourceFile,
     SymmetryAnalysisRow,
@@ -128,41 +130,6 @@ def symmetry_rows(
     row = _model_row(SymmetryAnalysisRow, sym, key)
     orbits = [_model_row(WyckoffOrbitRow, o, key) for o in sym.orbits]
     return row, orbits
-
-
-def rebuild_dft_hull(con: duckdb.DuckDBPyConnection, dataset: str) -> int:
-    """Recompute formation energies and Ehull (eV/atom) of every accepted entry of a dataset
-    from the MP2020-corrected energies; replaces the dataset's ``dft_hull`` rows."""
-    from mliapdb.materials.hull import compute_hull
-
-    rows = con.execute(
-        "SELECT m.material_id, m.composition, e.energy_corrected / e.n_atoms "
-        "FROM mp_materials m JOIN dft_entries e USING (dataset, material_id) "
-        "WHERE m.dataset = ? AND e.compat_status = 'ok' ORDER BY m.material_id",
-        [dataset],
-    ).fetchall()
-    con.execute("DELETE FROM dft_hull WHERE dataset = ?", [dataset]).fetchall()
-    if not rows:
-        return 0
-    result = compute_hull([json.loads(r[1]) for r in rows], [r[2] for r in rows])
-    stamp = now()
-
-    def num(x: float) -> float | None:
-        return None if x != x else float(x)  # NaN -> NULL (no elemental reference)
-
-    hull_rows = [
-        DftHullRow(
-            dataset=dataset,
-            material_id=r[0],
-            e_per_atom=r[2],
-            e_ref_per_atom=num(result.e_ref_per_atom[i]),
-            e_form_per_atom=num(result.e_form_per_atom[i]),
-            e_above_hull=num(result.e_above_hull[i]),
-            computed_at=stamp,
-        ).model_dump()
-        for i, r in enumerate(rows)
-    ]
-    return insert_rows(con, "dft_hull", hull_rows)
 
 
 def missing_symmetry(
@@ -306,6 +273,25 @@ def ingest_parsed(
         insert_rows(con, "wyckoff_orbits", orbit_rows)
         for table, rows in (extra_rows or {}).items():
             insert_rows(con, table, rows)
+        if new or sym_rows:
+            # the chemical systems of the new entries and of new symmetry analyses
+            systems = {row["chemsys"] for row in material_rows}
+            if sym_rows:
+                systems |= _chemsys_of(con, dataset, {row["material_id"] for row in sym_rows})
+            bump(con, Scope(dataset), systems)
         if new and rebuild_hull:
-            report.n_hull = rebuild_dft_hull(con, dataset)
+            update_dft_hull(con, dataset, {row["chemsys"] for row in material_rows})
+            (report.n_hull,) = con.execute(
+                "SELECT count(*) FROM dft_hull WHERE dataset = ?", [dataset]).fetchone()
     return report
+
+
+def _chemsys_of(con: duckdb.DuckDBPyConnection, dataset: str, material_ids: set[str]
+                ) -> set[str]:
+    """The chemical systems of stored materials of ``dataset``."""
+    import pyarrow as pa
+
+    _mliapdb_ids = pa.table({"material_id": sorted(material_ids)})  # noqa: F841
+    return {r[0] for r in con.execute(
+        "SELECT DISTINCT chemsys FROM mp_materials WHERE dataset = ? AND material_id IN "
+        "(SELECT material_id FROM _mliapdb_ids)", [dataset]).fetchall()}

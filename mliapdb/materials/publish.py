@@ -11,6 +11,7 @@ import duckdb
 
 from mliapdb.errors import MliapdbError
 from mliapdb.store.database import insert_rows, now, transaction
+from mliapdb.store.generations import Scope, bump
 
 if TYPE_CHECKING:
     from mliapdb.materials.streaming import StreamOptions, StreamReport
@@ -49,7 +50,8 @@ def publish_staged(con: duckdb.DuckDBPyConnection, stage_file: str,
 
 def _publish(con: duckdb.DuckDBPyConnection, staged: list[tuple[str, str]],
              options: StreamOptions, report: StreamReport) -> None:
-    from mliapdb.materials.ingest import missing_symmetry, rebuild_dft_hull, symmetry_rows
+    from mliapdb.materials.dft_hull import update_dft_hull
+    from mliapdb.materials.ingest import missing_symmetry, symmetry_rows
 
     ds = options.dataset
     con.execute("CREATE OR REPLACE TEMP TABLE _ingest_files (sha VARCHAR, file_order INTEGER, "
@@ -102,6 +104,8 @@ def _publish(con: duckdb.DuckDBPyConnection, staged: list[tuple[str, str]],
         "JOIN stage.stage_dft_entries e ON e._sha = s._sha AND e.dataset = ? AND "
         "e.material_id = s.material_id WHERE e.compat_status <> 'ok' "
         "ORDER BY s.file_order, s._idx", [ds]).fetchall()] if n_firsts else []
+    con.execute("CREATE OR REPLACE TEMP TABLE _sym (_sha VARCHAR, material_id VARCHAR, "
+                "symprec DOUBLE, method VARCHAR)")
     with transaction(con):
         if n_firsts:
             for table in ("mp_materials", "dft_entries"):
@@ -148,7 +152,20 @@ def _publish(con: duckdb.DuckDBPyConnection, staged: list[tuple[str, str]],
         insert_rows(con, "symmetry_analyses", sym_rows)
         insert_rows(con, "wyckoff_orbits", orbit_rows)
         report.n_symmetry += len(sym_rows)
+        # generation marker: the chemical systems of new materials and of new analyses
+        new_systems = {r[0] for r in con.execute(
+            "SELECT DISTINCT chemsys FROM mp_materials m WHERE dataset = ? AND EXISTS "
+            "(SELECT 1 FROM _new n WHERE n.material_id = m.material_id)", [ds]).fetchall()}
+        systems = new_systems | {r[0] for r in con.execute(
+            "SELECT DISTINCT chemsys FROM mp_materials m WHERE dataset = ? AND (EXISTS "
+            "(SELECT 1 FROM _sym y WHERE y.material_id = m.material_id) OR m.material_id IN "
+            "(SELECT unnest(?::VARCHAR[])))", [ds, [r["material_id"] for r in sym_rows]]
+        ).fetchall()}
+        if systems:
+            bump(con, Scope(ds), systems)
         if n_new:
-            report.n_hull = rebuild_dft_hull(con, ds)
+            update_dft_hull(con, ds, new_systems)
+            (report.n_hull,) = con.execute(
+                "SELECT count(*) FROM dft_hull WHERE dataset = ?", [ds]).fetchone()
     for name in ("_ingest_files", "_staged", "_firsts", "_new", "_sym"):
         con.execute(f"DROP TABLE IF EXISTS {name}")

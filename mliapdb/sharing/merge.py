@@ -24,6 +24,7 @@ STATIC_TABLES = ("schema_migrations", "space_groups")  # written by the migratio
 SETTINGS_TABLE = "db_settings"  # first input's value wins; differences are reported
 DERIVED_TABLES = (  # rebuilt after the merge, never copied
     "dft_hull", "model_hull", "model_hull_builds", "ehull_error_rows", "ehull_error_builds",
+    "generations", "generation_changes",  # markers of the merged rows: bumped anew
 )
 
 
@@ -257,9 +258,12 @@ def _count_duplicates(con: duckdb.DuckDBPyConnection, i: int, report: MergeRepor
 
 def _rebuild_dft_hulls(con: duckdb.DuckDBPyConnection, on_status: Callable[[str], None]) -> None:
     """The DFT hull of every dataset, from the merged entries (one transaction each)."""
-    from mliapdb.materials.ingest import rebuild_dft_hull
+    from mliapdb.materials.dft_hull import rebuild_dft_hull
     from mliapdb.store.database import transaction
+    from mliapdb.store.generations import bump_all
 
+    with transaction(con):
+        bump_all(con)  # every merged scope is new here: built whole
     for (dataset,) in con.execute("SELECT DISTINCT dataset FROM dft_entries ORDER BY 1"
                                   ).fetchall():
         with transaction(con):

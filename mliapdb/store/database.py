@@ -341,7 +341,8 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 def insert_rows(
     con: duckdb.DuckDBPyConnection, table: str, rows: Iterable[Mapping[str, Any]]
 ) -> int:
-    """Bulk-insert dict rows (keys = column names) through an Arrow table."""
+    """Bulk-insert dict rows (keys = column names) through an Arrow table; rows of
+    ``calculations`` bump their generation markers (:mod:`mliapdb.store.generations`)."""
     import pyarrow as pa
 
     rows = list(rows)
@@ -355,6 +356,10 @@ def insert_rows(
         f"INSERT INTO {table} ({', '.join(columns)}) "
         f"SELECT {', '.join(columns)} FROM _mliapdb_rows"
     ).fetchall()
+    if table == "calculations":  # every mliapdb write of results bumps their markers
+        from mliapdb.store.generations import bump_calculations
+
+        bump_calculations(con, rows)
     return len(rows)
 
 

@@ -237,6 +237,9 @@ class ModelHullBuild(SQLModel, table=True):
     n_filled: int | None = None  # fill-in entries (failed / unconverged relaxations)
     n_complete_filled: int | None = None
     duckdb_version: str | None = None  # release that computed the fingerprint
+    dft_generation: int | None = None  # generations built from (NULL: unknown, before 0009)
+    calc_generation: int | None = None
+    model_signature: str | None = None  # energy convention | trained_with_u built with
 
 
 class EhullErrorBuild(SQLModel, table=True):
@@ -254,6 +257,31 @@ class EhullErrorBuild(SQLModel, table=True):
     n_rows: int
     built_at: datetime
     duckdb_version: str  # release that computed the fingerprint (hash() differs)
+    dft_generation: int | None = None  # generations built from (NULL: unknown or not fresh)
+    calc_generation: int | None = None
+    settings: str | None = None  # statistics settings built with (db_settings)
+    on_fresh_hull: bool | None = None  # its model hull was fresh (its rows included)
+
+
+class GenerationRow(SQLModel, table=True):
+    """A generation marker (:mod:`mliapdb.store.generations`): the counter of one scope,
+    bumped by every mliapdb write to it (``model = settings_hash = calc_kind = ''``: a
+    dataset's DFT inputs). The chemical systems each generation touched are in
+    ``generation_changes`` (written by SQL, no class)."""
+
+    __tablename__ = "generations"
+    dataset: str = Field(primary_key=True)
+    model: str = Field(primary_key=True)
+    settings_hash: str = Field(primary_key=True)
+    calc_kind: str = Field(primary_key=True)
+    generation: int
+    changed_at: datetime
+
+
+NO_PRIMARY_KEY = ("dft_hull", "model_hull")
+"""Tables whose class names a key the database does not index (migration 0009: replacing
+rows is ~40x cheaper without the index); their rows are unique by construction (one writer,
+delete-then-insert of whole material sets in one transaction; tests/test_incremental.py)."""
 
 
 ALL_TABLES: tuple[type[SQLModel], ...] = (
@@ -270,4 +298,5 @@ ALL_TABLES: tuple[type[SQLModel], ...] = (
     ModelHullRow,
     ModelHullBuild,
     EhullErrorBuild,
+    GenerationRow,
 )

@@ -11,6 +11,7 @@ import duckdb
 
 from mliapdb.errors import MliapdbError
 from mliapdb.store.file import check_catalog, check_no_code
+from mliapdb.store.generations import ADOPTED_AT, adopt_builds
 from mliapdb.store.schema import (
     code_schema_version,
     current_catalog,
@@ -74,6 +75,8 @@ def migrate(con: duckdb.DuckDBPyConnection, label: str = "database") -> list[int
     check = check_catalog(con, current_catalog(con), code_schema_version(), label)
     if check.stale_views or stored_views_sha256(con) != views_sha256():
         apply_views(con)
+    if have and have < ADOPTED_AT <= code_schema_version():
+        adopt_builds(con)  # builds stored before the generation markers
     return applied
 
 

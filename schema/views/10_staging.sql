@@ -125,8 +125,10 @@ SELECT * FROM flags WHERE suspicious_reason <> '';
 -- (bit_xor over rows of hash(hash(columns...)): DuckDB combines a multi-argument hash
 -- linearly, so without the outer hash a value moved between rows, or a change of a column
 -- that is constant over an even number of rows, would cancel out).
--- A stored build (model hull, error rows) is served only while its fingerprint equals the
--- current one. Each is one scan of one table, no join (0.1 s over 1.8 M calculations).
+-- Each build records them; queries do not read them (they compare generation markers,
+-- stg_model_hull_status): 'mliapdb ingest hulls --verify' compares them with the live ones
+-- and rebuilds what differs (writes of other DuckDB clients, which bump no marker). Each is
+-- one scan of one table, no join (0.1 s over 1.8 M calculations).
 
 -- A dataset's DFT entries (energies, MP2020 corrections, acceptance).
 CREATE OR REPLACE VIEW stg_dft_fingerprints AS
@@ -218,11 +220,50 @@ WHERE c.calc_kind <> 'single_point' AND c.status <> 'ok'
     AND least(c.energy_single_point, c.energy_relaxed) IS NOT NULL
     AND (coalesce(m.trained_with_u, true) OR d.is_hubbard IS FALSE);
 
--- Model-hull rows of fresh builds only (a stale or missing build serves nothing). A build
--- stored by another DuckDB release (whose hash() differs) is served as stored.
+-- Generation markers (mliapdb.store.generations): each calculation set's generation, its
+-- dataset's DFT generation (0 when never bumped) and its model's signature (energy
+-- convention and trained_with_u: what the model energies' footing depends on).
+CREATE OR REPLACE VIEW stg_generations AS
+SELECT
+    c.dataset,
+    c.model,
+    c.settings_hash,
+    c.calc_kind,
+    coalesce(d.generation, 0) AS dft_generation,
+    c.generation AS calc_generation,
+    m.energy_convention || '|' || coalesce(CAST(m.trained_with_u AS VARCHAR), '')
+        AS model_signature
+FROM generations AS c
+LEFT JOIN generations AS d
+    ON d.dataset = c.dataset AND d.model = '' AND d.settings_hash = '' AND d.calc_kind = ''
+LEFT JOIN models AS m ON m.name = c.model
+WHERE c.model <> '';
+
+-- Each calculation set's model hull build and whether it is fresh: built from the current
+-- generations and model signature (a comparison of a few integers: no base table is read).
+-- same_inputs: the stored build's model signature is the current one (a refresh may then
+-- rebuild only the chemical systems changed since).
+CREATE OR REPLACE VIEW stg_model_hull_status AS
+SELECT
+    g.dataset,
+    g.model,
+    g.settings_hash,
+    g.calc_kind,
+    g.dft_generation,
+    g.calc_generation,
+    b.dft_generation AS built_dft_generation,
+    b.calc_generation AS built_calc_generation,
+    coalesce(b.model_signature = g.model_signature, FALSE) AS same_inputs,
+    coalesce(b.dft_generation = g.dft_generation AND b.calc_generation = g.calc_generation
+        AND b.model_signature = g.model_signature, FALSE) AS fresh
+FROM stg_generations AS g
+LEFT JOIN model_hull_builds AS b
+    ON b.dataset = g.dataset AND b.model = g.model AND b.settings_hash = g.settings_hash
+    AND b.calc_kind = g.calc_kind;
+
+-- Model-hull rows of fresh builds only (a stale or missing build serves nothing).
 CREATE OR REPLACE VIEW stg_model_hull AS
 SELECT h.*
 FROM model_hull AS h
-JOIN model_hull_builds AS b USING (dataset, model, settings_hash, calc_kind)
-JOIN stg_model_hull_inputs AS i USING (dataset, model, settings_hash, calc_kind)
-WHERE b.fingerprint = i.fingerprint OR b.duckdb_version <> version();
+JOIN stg_model_hull_status AS s USING (dataset, model, settings_hash, calc_kind)
+WHERE s.fresh;

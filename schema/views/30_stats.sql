@@ -131,20 +131,43 @@ LEFT JOIN model_hull_builds AS b
     ON b.dataset = i.dataset AND b.model = i.model AND b.settings_hash = i.settings_hash
     AND b.calc_kind = i.calc_kind;
 
--- Stored error-row builds and whether each is fresh (its fingerprint equals the inputs').
-CREATE OR REPLACE VIEW stg_error_row_builds AS
+-- Each calculation set's stored error-row build and whether it is fresh: built from the
+-- current generations, with the current statistics settings (db_settings
+-- near_hull_threshold and dof_bins, compared as text: a tiny table), on a model hull that was
+-- fresh as it is now (built without one: no model-hull rows, until the hull is built).
+-- same_inputs: the stored build's settings are the current ones and its model hull is fresh
+-- (a refresh may then store only the rows of the chemical systems changed since).
+CREATE OR REPLACE VIEW stg_error_row_status AS
+WITH settings AS (
+    SELECT string_agg(key || '=' || value, ';' ORDER BY key) AS settings FROM db_settings
+    WHERE key IN ('near_hull_threshold', 'dof_bins')
+)
 SELECT
-    i.dataset,
-    i.model,
-    i.settings_hash,
-    i.calc_kind,
+    h.dataset,
+    h.model,
+    h.settings_hash,
+    h.calc_kind,
+    h.dft_generation,
+    h.calc_generation,
+    b.dft_generation AS built_dft_generation,
+    b.calc_generation AS built_calc_generation,
     b.build_id,
-    -- a build stored by another DuckDB release (whose hash() differs) is served as stored
-    coalesce(b.fingerprint = i.fingerprint OR b.duckdb_version <> version(), FALSE) AS fresh
-FROM stg_error_row_inputs AS i
+    h.fresh AS hull_fresh,
+    s.settings,
+    coalesce(h.fresh AND b.on_fresh_hull AND b.settings = s.settings, FALSE) AS same_inputs,
+    coalesce(b.on_fresh_hull = h.fresh AND b.settings = s.settings
+        AND b.dft_generation = h.dft_generation AND b.calc_generation = h.calc_generation,
+        FALSE) AS fresh
+FROM stg_model_hull_status AS h
+CROSS JOIN settings AS s
 LEFT JOIN ehull_error_builds AS b
-    ON b.dataset = i.dataset AND b.model = i.model AND b.settings_hash = i.settings_hash
-    AND b.calc_kind = i.calc_kind;
+    ON b.dataset = h.dataset AND b.model = h.model AND b.settings_hash = h.settings_hash
+    AND b.calc_kind = h.calc_kind;
+
+-- Stored error-row builds and whether each is fresh (stg_error_row_status).
+CREATE OR REPLACE VIEW stg_error_row_builds AS
+SELECT dataset, model, settings_hash, calc_kind, build_id, fresh
+FROM stg_error_row_status;
 
 -- One row per usable calculation x convention x symmetry analysis: the stored rows of fresh
 -- builds (mliapdb.analysis.error_rows, refreshed at the end of every ingest and by 'mliapdb ingest

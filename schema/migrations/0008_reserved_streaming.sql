@@ -1,3 +1,0 @@
--- Placeholder on branch mpall only: migration 0008 belongs to the streaming-ingest part of
--- issue 11. Migrations must be numbered 1..N without gaps, so this empty file lets 0010 apply
--- here; it is dropped when the real 0008 is merged.

@@ -1,3 +1,0 @@
--- Placeholder on branch mpall only: migration 0009 belongs to the generation-markers part of
--- issue 11. Migrations must be numbered 1..N without gaps, so this empty file lets 0010 apply
--- here; it is dropped when the real 0009 is merged.
