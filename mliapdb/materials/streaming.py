@@ -32,6 +32,11 @@ from mliapdb.progress import Progress, no_progress
 STAGE_SUFFIX = ".ingest.duckdb"
 """Suffix of the staging file beside a database (``mliapdb.duckdb.ingest.duckdb``)."""
 
+DUCKDB_MEMORY = "512MB"
+"""DuckDB's memory limit on the staging and the publishing connections: their buffer pools
+would otherwise grow with the input (to 80 % of the machine by default); DuckDB spills to
+disk beyond it."""
+
 STAGED = ("mp_materials", "dft_entries", "symmetry_analyses", "wyckoff_orbits")
 """Tables whose rows a chunk stages (as ``stage_<table>``, plus ``_sha``, ``_idx``)."""
 
@@ -207,6 +212,7 @@ class _Stage:
             raise MliapdbError(
                 f"{path}: cannot open the staging file of an interrupted ingest "
                 f"({str(exc).splitlines()[0]}) - delete it and rerun the ingest") from exc
+        self.con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
         code = self.con.execute(
             "SELECT (SELECT count(*) FROM duckdb_views() WHERE NOT internal) + (SELECT "
             "count(*) FROM duckdb_functions() WHERE NOT internal)").fetchone()[0]
@@ -452,4 +458,5 @@ def _publish(db_path: Path, stage_path: Path, staged: list[tuple[str, str]],
     from mliapdb.store import database as db
 
     with db.opened(db_path, create=True) as con:
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
         publish_staged(con, str(stage_path), staged, options, report)
