@@ -273,14 +273,11 @@ class _Stage:
             self.con.execute(f"DELETE FROM {table} WHERE sha = ? AND dataset = ?",
                              [sha, dataset])
 
-    def close(self, remove_if_empty: bool = True) -> None:
-        try:
-            (n,) = self.con.execute("SELECT count(*) FROM stage_files").fetchone()
-        except Exception:  # closed already (a failed publish)
-            self.con = _Stage(self.path).con
-            (n,) = self.con.execute("SELECT count(*) FROM stage_files").fetchone()
+    def close(self) -> None:
+        """Close; remove the file when nothing is staged any more."""
+        (n,) = self.con.execute("SELECT count(*) FROM stage_files").fetchone()
         self.con.close()
-        if remove_if_empty and n == 0:
+        if n == 0:
             for leftover in (self.path, Path(f"{self.path}.wal")):
                 leftover.unlink(missing_ok=True)
 
@@ -305,11 +302,10 @@ def _chunks(path: Path, where: str, sha: str, size: int) -> Iterator[tuple[int, 
 
     seen: dict[str, int] = {}
     raws: list = []
-    index = 0
     chunk = 0
     position = [0]
     stream = iter_entry_dicts(path, where, position)
-    for index, raw in enumerate(stream):  # noqa: B007 - index read after the loop
+    for index, raw in enumerate(stream):
         mid = material_id_of(raw) if isinstance(raw, dict) else None
         if mid is not None:
             if mid in seen:
@@ -400,8 +396,10 @@ def stream_ingest(db_path: str | Path, paths: Sequence[Path],
                 _stage_file(stage, runner, path, where, sha, options, report, progress)
                 staged.append((sha, where))
         stage.con.close()  # the publishing connection attaches it
-        _publish(db_path, stage.path, staged, options, report)
-        stage = _Stage(stage.path)
+        try:
+            _publish(db_path, stage.path, staged, options, report)
+        finally:
+            stage = _Stage(stage.path)
         for sha, _ in staged:
             stage.drop(sha, options.dataset)
     except MliapdbError:
